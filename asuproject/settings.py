@@ -1,0 +1,200 @@
+"""Settings for the Attended Sysupgrade server, read from the environment.
+
+Every value has an embedded default that needs no server (SQLite, a SQLite-backed
+broker, files under var/), so `make run` works on a fresh machine. Production sets
+DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY and ALLOWED_HOSTS. The README lists
+every setting.
+"""
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from asuproject.lib.env import env_bool, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("ASU_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY")
+    if key:
+        return key
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (or set DEBUG=true for local use)"
+        )
+    # Local use: generate once and keep it, so sessions survive restarts.
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "django_celery_results",
+    "django_celery_beat",
+    "targets",
+    "packages",
+    "builds",
+]
+
+MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "asuproject.urls"
+WSGI_APPLICATION = "asuproject.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "asuproject" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: PostgreSQL in production, SQLite under var/ by default.
+try:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=60
+        )
+    }
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from exc
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # The web server and the worker write to the same file: WAL lets readers
+        # go on while a writer works, IMMEDIATE avoids lock upgrades that deadlock.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    # A file, not memory, so a Celery worker in another process sees the test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": env_str("ASU_STORE_DIR", str(VAR_DIR / "store"))},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # `make run` works without collectstatic
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# CORS: the LuCI app and the Firmware Selector call us from other origins.
+CORS_ALLOW_ALL_ORIGINS = True
+CORS_ALLOW_METHODS = ["POST", "GET", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["*"]
+CORS_EXPOSE_HEADERS = ["X-Imagebuilder-Status", "X-Queue-Position", "X-Unknown-Package"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "builds.api_errors.exception_handler",
+}
+
+# Celery: Redis or RabbitMQ in production; by default a broker in a SQLite file.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Several servers (or test runs) can share one broker by naming their own queue.
+CELERY_TASK_DEFAULT_QUEUE = env_str("ASU_CELERY_QUEUE", "asu")
+
+# The OpenWrt side.
+ASU_UPSTREAM_URL = env_url(
+    "ASU_UPSTREAM_URL", "https://downloads.openwrt.org", ("http", "https", "file")
+)
+ASU_UPSTREAM_KEYS = env_str("ASU_UPSTREAM_KEYS")
+if ASU_UPSTREAM_KEYS and not Path(ASU_UPSTREAM_KEYS).is_dir():
+    raise ImproperlyConfigured(f"ASU_UPSTREAM_KEYS is not a folder: {ASU_UPSTREAM_KEYS}")
+ASU_HOST = env_str("ASU_HOST", "127.0.0.1")
+ASU_PORT = env_int("ASU_PORT", 8000, minimum=1)
+ASU_STORE_DIR = Path(STORAGES["default"]["OPTIONS"]["location"]).resolve()
+ASU_CACHE_DIR = Path(env_str("ASU_CACHE_DIR", str(VAR_DIR / "cache"))).resolve()
+ASU_ALLOW_DEFAULTS = env_bool("ASU_ALLOW_DEFAULTS", False)
+ASU_MAX_DEFAULTS_LENGTH = env_int("ASU_MAX_DEFAULTS_LENGTH", 20480, minimum=0)
+ASU_MAX_ROOTFS_SIZE_MB = env_int("ASU_MAX_ROOTFS_SIZE_MB", 1024, minimum=1)
+ASU_MAX_PENDING_JOBS = env_int("ASU_MAX_PENDING_JOBS", 200, minimum=1)
+ASU_REPOSITORY_ALLOW_LIST = env_list("ASU_REPOSITORY_ALLOW_LIST")
+ASU_BUILD_TIMEOUT = env_int("ASU_BUILD_TIMEOUT", 600, minimum=1)
+ASU_BUILD_TTL = env_int("ASU_BUILD_TTL", 24 * 3600, minimum=60)
+ASU_FAILURE_TTL = env_int("ASU_FAILURE_TTL", 3600, minimum=0)
+ASU_SYNC_INTERVAL = env_int("ASU_SYNC_INTERVAL", 30, minimum=1)  # minutes
+ASU_CONTACT = env_str("ASU_CONTACT", "")
+ASU_SERVER_VERSION = "0.1.0"
+
+CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first
+CELERY_BEAT_SCHEDULE = {
+    "sync-upstream": {
+        "task": "targets.tasks.sync_upstream",
+        "schedule": timedelta(minutes=ASU_SYNC_INTERVAL),
+    },
+    "expire-builds": {"task": "builds.tasks.expire_builds", "schedule": timedelta(hours=1)},
+}

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("targets.urls")),
+    path("", include("packages.urls")),
+    path("", include("builds.urls")),
+]
+
+handler404 = "asuproject.views.not_found"
+handler500 = "asuproject.views.server_error"

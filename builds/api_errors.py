@@ -1,0 +1,36 @@
+"""Every error of the API as the contract's JSON: integer `status` and a string `detail`."""
+
+from typing import Any
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[str]:
+    """Turn DRF's nested error lists into sentences: "profile: This field is required."."""
+    if isinstance(detail, dict):
+        return [msg for key, value in detail.items() for msg in _flatten(value, f"{key}: ")]
+    if isinstance(detail, list):
+        return [msg for item in detail for msg in _flatten(item, prefix)]
+    return [f"{prefix}{detail}"]
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.status_code = 422
+        detail = "; ".join(_flatten(exc.detail))
+    elif isinstance(exc, exceptions.ParseError):
+        response.status_code = 422
+        detail = f"Malformed request: {exc.detail}"
+    else:
+        detail = "; ".join(_flatten(getattr(exc, "detail", str(exc))))
+    response.data = {
+        "status": response.status_code,
+        "title": response.status_text,
+        "detail": detail,
+    }
+    return response

@@ -1,0 +1,62 @@
+"""Builds: one row per distinct effective build request."""
+
+from django.db import models
+from django.utils import timezone
+
+
+class BuildQuerySet(models.QuerySet):
+    def pending(self) -> "BuildQuerySet":
+        return self.filter(status__in=[Build.Status.QUEUED, Build.Status.STARTED])
+
+    def queued(self) -> "BuildQuerySet":
+        return self.filter(status=Build.Status.QUEUED)
+
+
+class Build(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        STARTED = "started"
+        DONE = "done"
+        FAILED = "failed"
+
+    # sha256 over the normalised effective request; what clients poll with.
+    request_hash = models.CharField(max_length=64, unique=True)
+    request = models.JSONField(default=dict)  # the normalised request, echoed back to clients
+    version = models.CharField(max_length=32)
+    target = models.CharField(max_length=64)
+    profile = models.CharField(max_length=128)  # resolved ImageBuilder profile id
+    packages = models.JSONField(default=list)  # the effective PACKAGES list given to make
+    package_changes_applied = models.JSONField(default=list, blank=True)
+    client = models.CharField(max_length=200, blank=True)
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    imagebuilder_status = models.CharField(max_length=32, blank=True)
+    task_id = models.CharField(max_length=255, blank=True)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    # Results
+    bin_dir = models.CharField(max_length=128, blank=True)  # the folder under the store
+    result = models.JSONField(default=dict, blank=True)  # profiles.json top level + profile
+    manifest = models.JSONField(default=dict, blank=True)  # {package: version}
+    images = models.JSONField(default=list, blank=True)
+    build_cmd = models.JSONField(default=list, blank=True)
+    stdout = models.TextField(blank=True)
+    stderr = models.TextField(blank=True)
+    detail = models.TextField(blank=True)  # error text of a failed build
+
+    objects = BuildQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # Serves the queue position and the pending-jobs limit.
+            models.Index(fields=["status", "enqueued_at"], name="build_status_enqueued"),
+            # Serves the image browser and the files shared by identical builds.
+            models.Index(fields=["bin_dir"], name="build_bin_dir"),
+        ]
+        ordering = ["-enqueued_at"]
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.target} {self.profile} ({self.status})"

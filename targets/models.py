@@ -1,0 +1,138 @@
+"""The upstream catalogue: what the OpenWrt downloads server offers.
+
+Rows are written by `targets.sync` from the downloads server and read by the JSON
+documents and by build validation. Maintainers only switch branches on and off.
+"""
+
+from django.db import models
+
+
+class Branch(models.Model):
+    name = models.CharField(max_length=32, unique=True)  # "24.10", "SNAPSHOT"
+    # Folder on the downloads server with the version filled in: "releases/{version}".
+    path = models.CharField(max_length=100)
+    snapshot = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    branch_off_rev = models.PositiveIntegerField(null=True, blank=True)
+    # Newest branches first in every listing.
+    order = models.IntegerField(default=0, help_text="Higher sorts first.")
+
+    class Meta:
+        ordering = ["-order", "-name"]
+        verbose_name_plural = "branches"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Version(models.Model):
+    branch = models.ForeignKey(Branch, on_delete=models.CASCADE, related_name="versions")
+    name = models.CharField(max_length=32, unique=True)  # "24.10.1", "24.10-SNAPSHOT"
+    # Upstream .targets.json: {"ath79/generic": "mips_24kc", ...}, kept as last read.
+    targets_digest = models.CharField(max_length=64, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["branch", "-name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def path(self) -> str:
+        """The version's folder on the downloads server: "releases/24.10.1"."""
+        return self.branch.path.format(version=self.name)
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.name.endswith("SNAPSHOT")
+
+
+class Target(models.Model):
+    """One target of one version, as its profiles.json describes it."""
+
+    version = models.ForeignKey(Version, on_delete=models.CASCADE, related_name="targets")
+    name = models.CharField(max_length=64)  # "ath79/generic"
+    arch_packages = models.CharField(max_length=64)  # "mips_24kc"
+    version_code = models.CharField(max_length=64, blank=True)  # revision "r28427-6df0e3d02a"
+    version_number = models.CharField(max_length=32, blank=True)
+    source_date_epoch = models.BigIntegerField(null=True, blank=True)
+    metadata_version = models.IntegerField(null=True, blank=True)
+    default_packages = models.JSONField(default=list, blank=True)
+    linux_kernel = models.JSONField(default=dict, blank=True)  # version, release, vermagic
+    # Every other top-level key of profiles.json (imagebuilder, sdk, git_commit, ...).
+    extra = models.JSONField(default=dict, blank=True)
+    # Digest of the last profiles.json read, so an unchanged file costs no writes.
+    profiles_digest = models.CharField(max_length=64, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Serves every lookup of a request's target.
+            models.UniqueConstraint(fields=["version", "name"], name="target_unique_per_version"),
+        ]
+        ordering = ["version", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.version.name} {self.name}"
+
+    @property
+    def kmods_dir(self) -> str:
+        """The kmods folder name: LINUX_VERSION-LINUX_RELEASE-LINUX_VERMAGIC, or ""."""
+        kernel = self.linux_kernel or {}
+        if not all(kernel.get(key) for key in ("version", "release", "vermagic")):
+            return ""
+        return f"{kernel['version']}-{kernel['release']}-{kernel['vermagic']}"
+
+
+class Profile(models.Model):
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="profiles")
+    name = models.CharField(max_length=128)  # "tplink_archer-c7-v5"
+    titles = models.JSONField(default=list, blank=True)
+    device_packages = models.JSONField(default=list, blank=True)
+    supported_devices = models.JSONField(default=list, blank=True)
+    image_prefix = models.CharField(max_length=255, blank=True)
+    images = models.JSONField(default=list, blank=True)
+    # Every other key of the profile's entry (file_size_limits, ...).
+    extra = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["target", "name"], name="profile_unique_per_target"),
+        ]
+        ordering = ["target", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.target} {self.name}"
+
+    def as_profiles_json(self) -> dict:
+        """The profile's entry as profiles.json has it."""
+        return {
+            "device_packages": self.device_packages,
+            "image_prefix": self.image_prefix,
+            "images": self.images,
+            "supported_devices": self.supported_devices,
+            "titles": self.titles,
+            **self.extra,
+        }
+
+
+class ProfileName(models.Model):
+    """A name a request may use for a profile: its id and each supported device.
+
+    Stored with "," replaced by "_", as requests are normalised, so that a board
+    name from `ubus call system board` resolves with one indexed query.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="profile_names")
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="names")
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        indexes = [
+            # Serves profile resolution: WHERE target_id = ? AND name = ?
+            models.Index(fields=["target", "name"], name="profilename_target_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.profile.name}"

@@ -1,0 +1,157 @@
+"""Shared fixtures: the test downloads mirror, served for real, and a real Celery worker."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from tests.fixtures.mirror import build_mirror
+from tests.fixtures.serve import serve_directory
+
+ROOT = Path(__file__).resolve().parent.parent
+TRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "trusted"
+UNTRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "untrusted"
+
+# One queue per test session, so concurrent runs sharing a broker never take each
+# other's tasks; the worker processes below listen on it too.
+QUEUE = f"asu-test-{uuid.uuid4().hex[:8]}"
+os.environ["ASU_CELERY_QUEUE"] = QUEUE
+
+
+@pytest.fixture(scope="session")
+def mirror_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test downloads mirror, generated once per session. Treat it as read-only;
+    tests that damage upstream files use `mirror_copy`."""
+    return build_mirror(tmp_path_factory.mktemp("mirror"))
+
+
+@pytest.fixture(scope="session")
+def mirror_url(mirror_dir: Path) -> Iterator[str]:
+    """The mirror served over real HTTP on 127.0.0.1."""
+    url, stop = serve_directory(mirror_dir)
+    yield url
+    stop()
+
+
+@pytest.fixture
+def mirror_copy(mirror_dir: Path, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A private copy of the mirror, served over HTTP, for tests that change upstream."""
+    copy = tmp_path / "mirror"
+    shutil.copytree(mirror_dir, copy, symlinks=True)
+    url, stop = serve_directory(copy)
+    yield copy, url
+    stop()
+
+
+@pytest.fixture
+def upstream(settings, mirror_url: str, tmp_path: Path) -> str:
+    """Point the server at the served mirror, with trusted keys and private store and cache."""
+    settings.ASU_UPSTREAM_URL = mirror_url
+    settings.ASU_UPSTREAM_KEYS = str(TRUSTED_KEYS)
+    settings.ASU_CACHE_DIR = tmp_path / "cache"
+    settings.ASU_STORE_DIR = tmp_path / "store"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            **settings.STORAGES["default"],
+            "OPTIONS": {"location": str(tmp_path / "store")},
+        },
+    }
+    return mirror_url
+
+
+def database_url_for_workers() -> str:
+    """The URL of the test database, for worker processes started by the tests."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    port = db.get("PORT") or 5432
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{port}/{db['NAME']}"
+
+
+@pytest.fixture
+def start_worker(settings, transactional_db) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start real `celery worker` processes on this session's queue and test database.
+
+    Call it after changing settings: the worker gets the ASU_* settings of the moment
+    (upstream, keys, store, cache, timeouts) through its environment. Extra keyword
+    arguments become environment variables. Workers are stopped after the test.
+    """
+    workers: list[subprocess.Popen] = []
+
+    def start(concurrency: int = 2, **extra_env: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "DEBUG": "true",
+            "DATABASE_URL": database_url_for_workers(),
+            "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
+            "ASU_CELERY_QUEUE": QUEUE,
+            "ASU_UPSTREAM_URL": settings.ASU_UPSTREAM_URL,
+            "ASU_UPSTREAM_KEYS": str(settings.ASU_UPSTREAM_KEYS or ""),
+            "ASU_CACHE_DIR": str(settings.ASU_CACHE_DIR),
+            "ASU_STORE_DIR": str(settings.STORAGES["default"]["OPTIONS"]["location"]),
+            "ASU_BUILD_TIMEOUT": str(settings.ASU_BUILD_TIMEOUT),
+            "ASU_ALLOW_DEFAULTS": str(settings.ASU_ALLOW_DEFAULTS),
+            "ASU_REPOSITORY_ALLOW_LIST": " ".join(settings.ASU_REPOSITORY_ALLOW_LIST),
+            **extra_env,
+        }
+        log = open(Path(settings.ASU_CACHE_DIR).parent / f"worker-{len(workers)}.log", "w")  # noqa: SIM115
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "asuproject",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--queues",
+                QUEUE,
+                "--hostname",
+                f"test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        workers.append(worker)
+        _wait_until_ready(Path(log.name), worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def _wait_until_ready(log: Path, worker: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"celery worker exited at start:\n{log.read_text()}")
+        if "ready." in log.read_text():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"celery worker not ready after {timeout} s:\n{log.read_text()}")
