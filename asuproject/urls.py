@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("targets.urls")),
     path("", include("packages.urls")),
     path("", include("builds.urls")),
+    path("", include("builds.page_urls")),
 ]
 
 handler404 = "asuproject.views.not_found"

@@ -38,10 +38,36 @@ class PackageIndex(models.Model):
         return f"{self.version.name} {self.kind} {self.arch_packages} {self.name}"
 
 
+class PackageQuerySet(models.QuerySet):
+    def for_target(self, target: Target) -> "PackageQuerySet":
+        """All a build for `target` can install: its own packages and kmods, and the
+        feeds of its architecture in its version."""
+        return self.filter(
+            models.Q(index__target=target)
+            | models.Q(
+                index__version_id=target.version_id,
+                index__target__isnull=True,
+                index__arch_packages=target.arch_packages,
+            )
+        )
+
+    def of_target(self, target: Target) -> "PackageQuerySet":
+        """The target's own packages and kmods: its index.json."""
+        return self.filter(index__target=target)
+
+    def of_arch_feeds(self, version: Version, arch_packages: str) -> "PackageQuerySet":
+        """The architecture's feeds of a version: its {arch}-index.json."""
+        return self.filter(
+            index__version=version, index__target__isnull=True, index__arch_packages=arch_packages
+        )
+
+
 class Package(models.Model):
     index = models.ForeignKey(PackageIndex, on_delete=models.CASCADE, related_name="packages")
     name = models.CharField(max_length=200)  # ABI version stripped, as clients name it
     version = models.CharField(max_length=200)
+
+    objects = PackageQuerySet.as_manager()
 
     class Meta:
         indexes = [
