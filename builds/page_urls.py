@@ -1,3 +1,16 @@
-from django.urls import path  # noqa: F401
+"""The public HTML pages. The machine paths (/api/, /json/, /store/) live in other urls.py."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from builds import pages
+
+app_name = "pages"
+
+urlpatterns = [
+    path("", pages.home, name="home"),
+    path("builds/", pages.build_list, name="builds"),
+    path("builds/<str:request_hash>/", pages.build_detail, name="build"),
+    path("targets/", pages.version_list, name="versions"),
+    path("targets/<str:version>/", pages.target_list, name="targets"),
+    path("targets/<str:version>/<str:board>/<str:subtarget>/", pages.profile_list, name="profiles"),
+]

@@ -1,0 +1,301 @@
+"""The public HTML pages: what this server is, the images it built, and the catalogue.
+
+Function views that read a few columns each and hand plain data to the templates;
+every page costs a small, fixed number of queries (the tests pin them).
+"""
+
+import re
+import shlex
+from datetime import timedelta
+from urllib.parse import quote
+
+from django.core.paginator import Paginator
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+
+from builds.models import Build
+from targets.models import Branch, Profile, Target, Version
+
+PAGE_SIZE = 50
+STDERR_TAIL_LINES = 80
+FILTER_KEYS = ("version", "target", "profile", "status", "q")
+# The columns the images table shows; the big ones (manifest, stdout) stay in the database.
+LIST_COLUMNS = (
+    "request_hash",
+    "version",
+    "target",
+    "profile",
+    "client",
+    "status",
+    "imagebuilder_status",
+    "enqueued_at",
+)
+# Request fields in the order a person reads them; others are shown after these.
+REQUEST_FIELDS = (
+    "version",
+    "version_code",
+    "target",
+    "profile",
+    "packages",
+    "packages_versions",
+    "diff_packages",
+    "filesystem",
+    "rootfs_size_mb",
+    "repositories",
+    "repositories_mode",
+    "repository_keys",
+    "defaults",
+    "client",
+)
+# Image types a router already running OpenWrt upgrades with (see the API contract).
+SYSUPGRADE_TYPES = {"sysupgrade", "combined", "combined-efi", "sdcard"}
+HEX = re.compile(r"^[0-9a-f]{8,64}$")
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    counts = Build.objects.aggregate(
+        done=Count("pk", filter=Q(status=Build.Status.DONE)),
+        queued=Count("pk", filter=Q(status=Build.Status.QUEUED)),
+        started=Count("pk", filter=Q(status=Build.Status.STARTED)),
+    )
+    branches = _enabled_branches()
+    recent = (
+        Build.objects.filter(status=Build.Status.DONE)
+        .only(*LIST_COLUMNS)
+        .order_by("-enqueued_at", "-pk")[:5]
+    )
+    context = {
+        "nav": "home",
+        "counts": counts,
+        "branches": branches,
+        "version_count": sum(len(branch.version_names) for branch in branches),
+        "recent": recent,
+        "server_url": request.build_absolute_uri("/").rstrip("/"),
+    }
+    return render(request, "builds/home.html", context)
+
+
+def build_list(request: HttpRequest) -> HttpResponse:
+    filters = _list_filters(request.GET)
+    builds = _filter_builds(Build.objects.only(*LIST_COLUMNS), filters)
+    page = Paginator(builds.order_by("-enqueued_at", "-pk"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "nav": "builds",
+        "page": page,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "statuses": Build.Status.choices,
+        "versions": _sorted_versions(Version.objects.values_list("name", flat=True)),
+        "targets": Target.objects.order_by("name").values_list("name", flat=True).distinct(),
+    }
+    return render(request, "builds/build_list.html", context)
+
+
+def build_detail(request: HttpRequest, request_hash: str) -> HttpResponse:
+    build = get_object_or_404(Build.objects.defer("stdout"), request_hash=request_hash)
+    queue_position = None
+    if build.status == Build.Status.QUEUED:
+        queue_position = (
+            Build.objects.queued().filter(enqueued_at__lt=build.enqueued_at).count() + 1
+        )
+    context = {
+        "nav": "builds",
+        "build": build,
+        "device": device_title(build.result.get("titles") if build.result else None),
+        "queue_position": queue_position,
+        "duration": _duration(build),
+        "request_rows": _request_rows(build.request),
+        "images": _image_rows(build),
+        "manifest": sorted(build.manifest.items()) if build.manifest else [],
+        "build_cmd": _command_line(build.build_cmd),
+        "stderr_tail": _tail(build.stderr, STDERR_TAIL_LINES),
+    }
+    return render(request, "builds/build_detail.html", context)
+
+
+def version_list(request: HttpRequest) -> HttpResponse:
+    versions = Version.objects.annotate(target_count=Count("targets")).only("name", "branch_id")
+    branches = list(
+        Branch.objects.filter(enabled=True).prefetch_related(
+            Prefetch("versions", queryset=versions)
+        )
+    )
+    for branch in branches:
+        branch.version_rows = sorted(
+            branch.versions.all(), key=lambda v: _version_key(v.name), reverse=True
+        )
+    return render(request, "builds/version_list.html", {"nav": "targets", "branches": branches})
+
+
+def target_list(request: HttpRequest, version: str) -> HttpResponse:
+    version_row = get_object_or_404(
+        Version.objects.select_related("branch"), name=version, branch__enabled=True
+    )
+    targets = list(
+        version_row.targets.annotate(profile_count=Count("profiles"))
+        .only("name", "arch_packages", "version_code", "version_id")
+        .order_by("name")
+    )
+    for target in targets:
+        board, _, subtarget = target.name.partition("/")
+        target.url = (
+            reverse("pages:profiles", args=[version_row.name, board, subtarget])
+            if board and subtarget
+            else ""
+        )
+    context = {"nav": "targets", "version": version_row, "targets": targets}
+    return render(request, "builds/target_list.html", context)
+
+
+def profile_list(request: HttpRequest, version: str, board: str, subtarget: str) -> HttpResponse:
+    target = get_object_or_404(
+        Target.objects.select_related("version__branch").defer(
+            "default_packages", "linux_kernel", "extra"
+        ),
+        version__name=version,
+        version__branch__enabled=True,
+        name=f"{board}/{subtarget}",
+    )
+    profiles = Profile.objects.filter(target=target).only(
+        "name", "titles", "supported_devices", "target_id"
+    )
+    json_base = f"/json/v1/{target.version.path}/targets/{target.name}/"
+    rows = [
+        {
+            "name": profile.name,
+            "title": device_title(profile.titles),
+            "supported_devices": profile.supported_devices,
+            "json_url": json_base + quote(profile.name) + ".json",
+        }
+        for profile in profiles
+    ]
+    context = {"nav": "targets", "target": target, "profiles": rows}
+    return render(request, "builds/profile_list.html", context)
+
+
+def device_title(titles: list | None) -> str:
+    """A profile's titles as people say them: "TP-Link Archer C7 v5 / Archer C7 v4"."""
+    names = []
+    for title in titles or []:
+        if not isinstance(title, dict):
+            continue
+        if title.get("title"):
+            names.append(str(title["title"]))
+        else:
+            parts = (title.get(key) for key in ("vendor", "model", "variant"))
+            names.append(" ".join(str(part) for part in parts if part))
+    return " / ".join(name for name in names if name)
+
+
+def _enabled_branches() -> list[Branch]:
+    versions = Version.objects.only("name", "branch_id")
+    branches = list(
+        Branch.objects.filter(enabled=True).prefetch_related(
+            Prefetch("versions", queryset=versions)
+        )
+    )
+    for branch in branches:
+        branch.version_names = _sorted_versions(v.name for v in branch.versions.all())
+    return branches
+
+
+def _list_filters(params: QueryDict) -> dict[str, str]:
+    filters = {key: params.get(key, "").strip()[:200] for key in FILTER_KEYS}
+    if filters["status"] not in Build.Status.values:
+        filters["status"] = ""
+    return filters
+
+
+def _filter_builds(builds: QuerySet[Build], filters: dict[str, str]) -> QuerySet[Build]:
+    for key in ("version", "target", "profile", "status"):
+        if filters[key]:
+            builds = builds.filter(**{key: filters[key]})
+    if search := filters["q"]:
+        # has_key is an exact package name and works on SQLite and PostgreSQL alike;
+        # a hex string also finds a build by the start of its hash.
+        match = Q(profile__icontains=search) | Q(manifest__has_key=search)
+        if HEX.match(search.lower()):
+            match |= Q(request_hash__startswith=search.lower())
+        builds = builds.filter(match)
+    return builds
+
+
+def _version_key(name: str) -> tuple:
+    """Natural order, so 24.10.10 follows 24.10.9 and 24.10.0-rc6 precedes 24.10.0."""
+    base, _, rc = name.partition("-rc")
+    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", base) if p)
+    return (parts, int(rc) if rc.isdigit() else float("inf"))
+
+
+def _sorted_versions(names) -> list[str]:
+    return sorted(names, key=_version_key, reverse=True)
+
+
+def _duration(build: Build) -> timedelta | None:
+    if build.started_at and build.finished_at:
+        return build.finished_at - build.started_at
+    return None
+
+
+def _request_rows(request_data: dict) -> list[dict]:
+    """The request as label, kind and value, for a definition list."""
+    if not isinstance(request_data, dict):
+        return []
+    names = [k for k in REQUEST_FIELDS if k in request_data]
+    names += sorted(k for k in request_data if k not in REQUEST_FIELDS)
+    rows = []
+    for name in names:
+        value = request_data[name]
+        if value in (None, "", [], {}):
+            continue
+        if name == "defaults":
+            # First-boot scripts often hold passwords and keys: say that one was sent,
+            # never show it on a public page.
+            value = f"a first-boot script of {len(str(value).encode())} bytes (not shown)"
+        if isinstance(value, bool):
+            rows.append({"name": name, "kind": "text", "value": "yes" if value else "no"})
+        elif isinstance(value, list):
+            rows.append({"name": name, "kind": "list", "value": [str(v) for v in value]})
+        elif isinstance(value, dict):
+            items = sorted((str(k), str(v)) for k, v in value.items())
+            rows.append({"name": name, "kind": "mapping", "value": items})
+        else:
+            rows.append({"name": name, "kind": "text", "value": str(value)})
+    return rows
+
+
+def _image_rows(build: Build) -> list[dict]:
+    rows = []
+    for image in build.images or []:
+        if not isinstance(image, dict) or not image.get("name"):
+            continue
+        rows.append(
+            {
+                "name": image["name"],
+                "type": image.get("type", ""),
+                "for_upgrade": image.get("type") in SYSUPGRADE_TYPES,
+                "filesystem": image.get("filesystem", ""),
+                "size": image.get("size"),
+                "sha256": image.get("sha256", ""),
+                "url": f"/store/{quote(build.bin_dir)}/{quote(image['name'])}"
+                if build.bin_dir
+                else "",
+            }
+        )
+    return rows
+
+
+def _command_line(build_cmd: list) -> str:
+    if not build_cmd:
+        return ""
+    if isinstance(build_cmd, list):
+        return shlex.join(str(arg) for arg in build_cmd)
+    return str(build_cmd)
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:]) if text else ""
