@@ -20,10 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "trusted"
 UNTRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "untrusted"
 
-# One queue per test session, so concurrent runs sharing a broker never take each
-# other's tasks; the worker processes below listen on it too.
-QUEUE = f"asu-test-{uuid.uuid4().hex[:8]}"
-os.environ["ASU_CELERY_QUEUE"] = QUEUE
+# Set by the root conftest.py before Django reads its settings.
+QUEUE = os.environ["ASU_CELERY_QUEUE"]
 
 
 @pytest.fixture(scope="session")
