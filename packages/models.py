@@ -1,8 +1,11 @@
 """Package indexes read from the downloads server, and the package-change rules."""
 
+import re
+
+from django.core.exceptions import ValidationError
 from django.db import models
 
-from targets.models import Target, Version
+from targets.models import Branch, Target, Version
 
 
 class PackageIndex(models.Model):
@@ -78,3 +81,229 @@ class Package(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+
+# A package name as requests and indexes spell it, optionally with one "*" making a
+# pattern ("luci-i18n-opkg-*"). No leading "-": that is the removal syntax of a request.
+PACKAGE_PATTERN_RE = re.compile(r"^[A-Za-z0-9_.+][\w.+-]*\*?[\w.+-]*$|^\*[\w.+-]+$")
+PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_.+][\w.+-]*$")
+TARGET_RE = re.compile(r"^\w+/\w+$")
+PROFILE_RE = re.compile(r"^[\w.-]+$")
+
+
+class PackageChange(models.Model):
+    """A rule maintainers edit: a package renamed, replaced, added or removed between releases.
+
+    `apply_package_changes` (packages/changes.py) applies the enabled rules in scope to
+    a build request's package list; `published_changes` hands the plain revision rules
+    to clients in overview.json and branches.json as `source`/`target` pairs.
+    """
+
+    class Kind(models.TextChoices):
+        RENAME = "rename", "rename or replace"
+        ADD = "add", "add"
+        REMOVE = "remove", "remove"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # The package that goes away (rename, remove) and the one that comes in (rename,
+    # add), as clients read them in `package_changes`. One "*" makes a pattern.
+    source = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The package that goes away (rename, remove). One * makes a pattern: "
+        "luci-i18n-opkg-*.",
+    )
+    target = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The package that comes in (rename, add). A renamed pattern needs one * "
+        "too: luci-i18n-package-manager-*.",
+    )
+    mandatory = models.BooleanField(
+        default=False, help_text="Clients must apply it: the old package is gone."
+    )
+    revision = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="In effect from this revision number (r28056 is 28056). A release counts "
+        "as its branch's branch-off revision, a snapshot as its target's revision.",
+    )
+    branch = models.ForeignKey(
+        Branch,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="package_changes",
+        help_text="In effect in this branch: 24.10 covers 24.10.x and 24.10-SNAPSHOT.",
+    )
+    later_branches = models.BooleanField(
+        default=False, help_text="Also in every branch newer than the one chosen."
+    )
+    targets = models.JSONField(
+        default=list, blank=True, help_text="Only for these targets; empty: every target."
+    )
+    profiles = models.JSONField(
+        default=list, blank=True, help_text="Only for these profiles; empty: every profile."
+    )
+    only_if = models.CharField(
+        max_length=200, blank=True, help_text="Only when this package is in the list."
+    )
+    apply_on_build = models.BooleanField(
+        default=True, help_text="The server applies it to build requests."
+    )
+    publish = models.BooleanField(
+        default=False,
+        help_text="Published to clients (owut, auc) in overview.json and branches.json. "
+        "Needs a revision, and no pattern, target, profile or condition.",
+    )
+    order = models.IntegerField(
+        default=100, help_text="Rules run from the lowest order up, then by id."
+    )
+    note = models.TextField(blank=True)
+    link = models.URLField(
+        max_length=500, blank=True, help_text="The upstream commit, or the discussion."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Moves with every save; with the row count it tells each process that its cached
+    # rules are stale (packages/changes.py).
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["order", "id"]
+        indexes = [
+            # Serves the cache check of every build request: MAX(updated_at), COUNT(*).
+            models.Index(fields=["updated_at"], name="packagechange_updated"),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.RENAME:
+            what = f"{self.source} → {self.target}"
+        elif self.kind == self.Kind.ADD:
+            what = f"add {self.target}"
+        else:
+            what = f"remove {self.source}"
+        return f"{what} ({self.scope_label()})"
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+
+        def error(field: str, message: str) -> None:
+            errors.setdefault(field, []).append(message)
+
+        for field in ("source", "target", "only_if"):
+            setattr(self, field, (getattr(self, field) or "").strip())
+        if self.kind == self.Kind.RENAME:
+            if not self.source:
+                error("source", "A rename needs the package that goes away.")
+            if not self.target:
+                error("target", "A rename needs the package that comes in.")
+            if self.source and self.source == self.target:
+                error("target", "Source and target are the same package.")
+        elif self.kind == self.Kind.ADD:
+            if not self.target:
+                error("target", "Name the package to add here.")
+            if self.source:
+                error("source", "An addition has no source: put the package in target.")
+        elif self.kind == self.Kind.REMOVE:
+            if not self.source:
+                error("source", "Name the package to remove here.")
+            if self.target:
+                error("target", "A removal has no target: put the package in source.")
+        for field in ("source", "target"):
+            value = getattr(self, field)
+            if value and not PACKAGE_PATTERN_RE.match(value):
+                error(
+                    field,
+                    f"{value!r} is not a package name: letters, digits and . _ + - only, "
+                    "not starting with -, with at most one * for a pattern.",
+                )
+        if self.kind == self.Kind.ADD and "*" in self.target:
+            error("target", "A pattern cannot be added: name one package.")
+        if self.kind == self.Kind.RENAME and ("*" in self.source) != ("*" in self.target):
+            error("target", "A renamed pattern needs one * in both source and target.")
+        if self.only_if and not PACKAGE_NAME_RE.match(self.only_if):
+            error("only_if", f"{self.only_if!r} is not a package name.")
+        if not isinstance(self.targets, list) or not all(
+            isinstance(t, str) and TARGET_RE.match(t) for t in self.targets
+        ):
+            error("targets", "Targets are written like ath79/generic.")
+        if not isinstance(self.profiles, list) or not all(
+            isinstance(p, str) and PROFILE_RE.match(p) for p in self.profiles
+        ):
+            error("profiles", "Profiles are ImageBuilder profile names like tplink_archer-c7-v5.")
+        if self.later_branches and not self.branch_id:
+            error("later_branches", "Choose the branch the later ones follow.")
+        if self.publish:
+            if self.revision is None:
+                error("publish", "Clients compare revisions: a published rule needs one.")
+            if "*" in self.source or "*" in self.target:
+                error("publish", "Clients cannot read patterns: do not publish this rule.")
+            if self.targets or self.profiles or self.only_if:
+                error(
+                    "publish",
+                    "Clients read no target, profile or condition: do not publish this rule.",
+                )
+        if errors:
+            raise ValidationError(errors)
+
+    def scope_label(self) -> str:
+        """Where the rule is in effect, in a few words: "25.12, kirkwood/generic, 5 profiles"."""
+        parts = []
+        if self.revision is not None:
+            parts.append(f"from r{self.revision}")
+        if self.branch_id:
+            parts.append(f"{self.branch.name}{' and later' if self.later_branches else ''}")
+        if self.targets:
+            parts.append(
+                ", ".join(self.targets)
+                if len(self.targets) <= 2
+                else f"{len(self.targets)} targets"
+            )
+        if self.profiles:
+            parts.append(
+                self.profiles[0] if len(self.profiles) == 1 else f"{len(self.profiles)} profiles"
+            )
+        if self.only_if:
+            parts.append(f"if {self.only_if} is present")
+        return ", ".join(parts) or "everywhere"
+
+    def branches_in_scope(self) -> list[Branch]:
+        """The enabled branches the rule can act in, newest first."""
+        branches = list(Branch.objects.filter(enabled=True))
+        if self.branch_id:
+            return [
+                b
+                for b in branches
+                if b.pk == self.branch_id or (self.later_branches and b.order > self.branch.order)
+            ]
+        if self.revision is not None:
+            return [
+                b
+                for b in branches
+                if b.snapshot or not b.branch_off_rev or b.branch_off_rev >= self.revision
+            ]
+        return branches
+
+    def missing_from_indexes(self) -> list[str]:
+        """Branches whose package indexes lack the package the rule brings in.
+
+        Only branches whose indexes were read count: an empty catalogue proves nothing.
+        A pattern counts as present when some package starts with its fixed part.
+        """
+        name = self.target if self.kind in (self.Kind.RENAME, self.Kind.ADD) else ""
+        if not name:
+            return []
+        prefix, star, suffix = name.partition("*")
+        missing = []
+        for branch in self.branches_in_scope():
+            packages = Package.objects.filter(index__version__branch=branch)
+            if not packages.exists():
+                continue
+            if star:
+                found = packages.filter(name__startswith=prefix, name__endswith=suffix).exists()
+            else:
+                found = packages.filter(name=name).exists()
+            if not found:
+                missing.append(branch.name)
+        return missing

@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import re_path
 
-urlpatterns: list = []
+from packages import views
+
+urlpatterns = [
+    # The trailing slash is optional: clients spell it both ways.
+    re_path(r"^api/v1/package-changes/?$", views.PackageChangesView.as_view()),
+    re_path(r"^api/v1/package-changes/apply/?$", views.ApplyView.as_view()),
+]
