@@ -77,8 +77,14 @@ def database_url_for_workers() -> str:
 
 
 @pytest.fixture
-def start_worker(settings, transactional_db) -> Iterator[Callable[..., subprocess.Popen]]:
+def start_worker(
+    settings, transactional_db, django_db_serialized_rollback
+) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start real `celery worker` processes on this session's queue and test database.
+
+    The worker only sees committed rows, hence a transactional test; serialized rollback
+    puts back the data the migrations seed (branches, package-change rules, groups),
+    which the flush after each transactional test removes.
 
     Call it after changing settings: the worker gets the ASU_* settings of the moment
     (upstream, keys, store, cache, timeouts) through its environment. Extra keyword
