@@ -53,8 +53,10 @@ class Build(models.Model):
         indexes = [
             # Serves the queue position and the pending-jobs limit.
             models.Index(fields=["status", "enqueued_at"], name="build_status_enqueued"),
-            # Serves the image browser and the files shared by identical builds.
+            # Serves the files shared by identical builds.
             models.Index(fields=["bin_dir"], name="build_bin_dir"),
+            # Serves the image browser, newest first.
+            models.Index(fields=["-enqueued_at"], name="build_enqueued_desc"),
         ]
         ordering = ["-enqueued_at"]
 
