@@ -4,13 +4,24 @@ from typing import Any
 
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
 def _flatten(detail: Any, prefix: str = "") -> list[str]:
-    """Turn DRF's nested error lists into sentences: "profile: This field is required."."""
+    """Turn DRF's nested errors into sentences: "profile: This field is required.",
+    "packages[3]: 'a b' is not a valid package name."."""
     if isinstance(detail, dict):
-        return [msg for key, value in detail.items() for msg in _flatten(value, f"{key}: ")]
+        messages = []
+        for key, value in detail.items():
+            if key == api_settings.NON_FIELD_ERRORS_KEY:
+                label = prefix
+            elif isinstance(key, int):
+                label = f"{prefix.removesuffix(': ')}[{key}]: "
+            else:
+                label = f"{prefix}{key}: "
+            messages.extend(_flatten(value, label))
+        return messages
     if isinstance(detail, list):
         return [msg for item in detail for msg in _flatten(item, prefix)]
     return [f"{prefix}{detail}"]

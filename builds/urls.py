@@ -1,3 +1,16 @@
-from django.urls import path  # noqa: F401
+from django.urls import path, re_path
 
-urlpatterns: list = []
+from builds import store, views
+
+urlpatterns = [
+    re_path(r"^api/v1/build/?$", views.BuildView.as_view(), name="api-build"),
+    re_path(
+        r"^api/v1/build/(?P<request_hash>[^/]+)/?$",
+        views.BuildStatusView.as_view(),
+        name="api-build-status",
+    ),
+    re_path(r"^api/v1/stats/?$", views.StatsView.as_view(), name="api-stats"),
+    path("store/<path:name>", store.serve, name="store"),
+    # Last of the /api/ routes: an unknown API path answers JSON even with DEBUG on.
+    re_path(r"^api/", views.api_not_found),
+]

@@ -1,0 +1,157 @@
+"""The shape of a build request, as the four clients send it (api-contract.md).
+
+Only the shape is checked here: types, patterns and ranges, each answered with 422 and a
+string `detail`. Whether the version, target, profile and packages exist is a question
+for the catalogue, answered by `builds.services.request_build` with 400.
+"""
+
+import re
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+
+# Patterns from the contract, ASCII only: these names end up in file names and make
+# arguments.
+NAME_RE = re.compile(r"^[\w.,-]*$", re.ASCII)
+# A package may carry a leading "+" (stripped) or "-" (remove it from the image).
+PACKAGE_RE = re.compile(r"^[+-]?\w[\w.,-]*$", re.ASCII)
+PACKAGE_VERSION_RE = re.compile(r"^[\w+.,~-]*$", re.ASCII)
+TARGET_RE = re.compile(r"^\w+/\w+$", re.ASCII)
+REPOSITORY_NAME_RE = re.compile(r"^\w[\w.-]*$", re.ASCII)
+
+FILESYSTEMS = ["squashfs", "ext4", "ubifs", "erofs", "jffs2", "jffs2-nand", "targz", "cpiogz"]
+REPOSITORIES_MODES = ["append", "replace"]
+
+# Generous bounds that no real router reaches, so a request cannot grow without limit.
+MAX_PACKAGES = 2000
+MAX_REPOSITORIES = 32
+
+
+def _name_field(max_length: int, **kwargs: Any) -> serializers.RegexField:
+    return serializers.RegexField(
+        NAME_RE,
+        max_length=max_length,
+        error_messages={"invalid": "may only contain letters, digits, '_', '.', ',' and '-'."},
+        **kwargs,
+    )
+
+
+class PackageNameField(serializers.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=200, allow_blank=True, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        name = super().to_internal_value(data)
+        if name and not PACKAGE_RE.match(name):
+            raise serializers.ValidationError(f"{name!r} is not a valid package name.")
+        return name
+
+
+class BuildRequestSerializer(serializers.Serializer):
+    """A build request. Unknown fields are ignored; empty values mean absent."""
+
+    distro = _name_field(32, required=False, allow_blank=True, allow_null=True)
+    version = _name_field(32)
+    version_code = _name_field(64, required=False, allow_blank=True, allow_null=True)
+    target = serializers.RegexField(
+        TARGET_RE,
+        max_length=64,
+        error_messages={"invalid": "must look like 'ath79/generic'."},
+    )
+    profile = _name_field(128)
+    packages = serializers.ListField(
+        child=PackageNameField(), required=False, allow_null=True, max_length=MAX_PACKAGES
+    )
+    packages_versions = serializers.DictField(
+        child=serializers.RegexField(
+            PACKAGE_VERSION_RE,
+            max_length=200,
+            allow_blank=True,
+            error_messages={"invalid": "is not a valid package version."},
+        ),
+        required=False,
+        allow_null=True,
+    )
+    diff_packages = serializers.BooleanField(required=False, allow_null=True, default=False)
+    defaults = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, trim_whitespace=False
+    )
+    rootfs_size_mb = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    filesystem = serializers.ChoiceField(
+        FILESYSTEMS, required=False, allow_blank=True, allow_null=True
+    )
+    repositories = serializers.DictField(
+        child=serializers.CharField(max_length=500), required=False, allow_null=True
+    )
+    repositories_mode = serializers.ChoiceField(
+        REPOSITORIES_MODES, required=False, allow_blank=True, allow_null=True
+    )
+    repository_keys = serializers.ListField(
+        child=serializers.CharField(max_length=4096),
+        required=False,
+        allow_null=True,
+        max_length=MAX_REPOSITORIES,
+    )
+    client = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, allow_null=True
+    )
+
+    def validate_packages_versions(self, value: dict | None) -> dict | None:
+        if not value:
+            return value
+        if len(value) > MAX_PACKAGES:
+            raise serializers.ValidationError(f"at most {MAX_PACKAGES} packages.")
+        bad = [name for name in value if not PACKAGE_RE.match(name) or len(name) > 200]
+        if bad:
+            raise serializers.ValidationError(f"{bad[0]!r} is not a valid package name.")
+        return value
+
+    def validate_defaults(self, value: str | None) -> str | None:
+        limit = settings.ASU_MAX_DEFAULTS_LENGTH
+        if value and len(value.encode()) > limit:
+            raise serializers.ValidationError(
+                f"the script is {len(value.encode())} bytes, the server accepts at most {limit}."
+            )
+        return value
+
+    def validate_rootfs_size_mb(self, value: int | None) -> int | None:
+        # The maximum is a setting, read per request so that tests and admins can change it.
+        limit = settings.ASU_MAX_ROOTFS_SIZE_MB
+        if value is not None and value > limit:
+            raise serializers.ValidationError(
+                f"{value} MB is more than this server's maximum of {limit} MB."
+            )
+        return value
+
+    def validate_repositories(self, value: dict | None) -> dict | None:
+        if not value:
+            return value
+        if len(value) > MAX_REPOSITORIES:
+            raise serializers.ValidationError(f"at most {MAX_REPOSITORIES} repositories.")
+        for name, url in value.items():
+            if not REPOSITORY_NAME_RE.match(name) or len(name) > 64:
+                raise serializers.ValidationError(f"{name!r} is not a valid repository name.")
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise serializers.ValidationError(f"{url!r} is not an http(s) URL.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        """Fill in the defaults, so that absent, null and empty all read the same."""
+        return {
+            "distro": attrs.get("distro") or "openwrt",
+            "version": attrs["version"],
+            "version_code": attrs.get("version_code") or "",
+            "target": attrs["target"],
+            "profile": attrs["profile"],
+            "packages": [p for p in attrs.get("packages") or [] if p],
+            "packages_versions": dict(attrs.get("packages_versions") or {}),
+            "diff_packages": bool(attrs.get("diff_packages")),
+            "defaults": attrs.get("defaults") or None,
+            "rootfs_size_mb": attrs.get("rootfs_size_mb"),
+            "filesystem": attrs.get("filesystem") or None,
+            "repositories": dict(attrs.get("repositories") or {}),
+            "repositories_mode": attrs.get("repositories_mode") or "append",
+            "repository_keys": [k for k in attrs.get("repository_keys") or [] if k],
+            "client": attrs.get("client") or None,
+        }

@@ -1,0 +1,152 @@
+"""GET and HEAD /store/<bin_dir>/<file>: the built files, read through Django's storage API.
+
+Answers carry an exact Content-Length (clients check it, auc resumes with Range), support
+one byte range, and never reach outside the store: names with `..`, hidden or empty
+segments, absolute paths and symlinks leading out of the store folder are all 404.
+"""
+
+import mimetypes
+import os
+import re
+from collections.abc import Iterator
+from typing import IO
+
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import Storage, default_storage
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.views.decorators.csrf import csrf_exempt
+
+CHUNK_SIZE = 64 * 1024
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+TEXT_FILES = re.compile(r"(\.manifest|\.txt|\.log|sha256sums|\.sig|\.asc)$")
+COMPRESSED = {"gzip": "application/gzip", "xz": "application/x-xz", "bzip2": "application/x-bzip2"}
+
+
+@csrf_exempt
+def serve(request: HttpRequest, name: str) -> HttpResponse:
+    if request.method == "OPTIONS":
+        return HttpResponse(headers={"Allow": "GET, HEAD, OPTIONS"})
+    if request.method not in ("GET", "HEAD"):
+        return JsonResponse(
+            {"status": 405, "title": "Method Not Allowed", "detail": "the store is read-only"},
+            status=405,
+            headers={"Allow": "GET, HEAD, OPTIONS"},
+        )
+    storage = default_storage
+    path = store_path(name)
+    size = _size(storage, path) if path else None
+    if size is None:
+        return JsonResponse(
+            {"status": 404, "title": "Not Found", "detail": f"no such file in the store: {name}"},
+            status=404,
+        )
+
+    headers = {"Accept-Ranges": "bytes", "Content-Type": _content_type(path)}
+    if request.method == "HEAD":
+        # The length the GET would send, without opening the file.
+        return HttpResponse(headers={**headers, "Content-Length": str(size)})
+
+    wanted = byte_range(request.headers.get("Range"), size)
+    if wanted == "unsatisfiable":
+        return HttpResponse(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    if wanted is None:
+        response = FileResponse(storage.open(path, "rb"), content_type=headers["Content-Type"])
+        response["Content-Length"] = str(size)
+        response["Accept-Ranges"] = "bytes"
+        return response
+    start, end = wanted
+    return StreamingHttpResponse(
+        _read(storage.open(path, "rb"), start, end - start + 1),
+        status=206,
+        headers={
+            **headers,
+            "Content-Length": str(end - start + 1),
+            "Content-Range": f"bytes {start}-{end}/{size}",
+        },
+    )
+
+
+def store_path(name: str) -> str | None:
+    """The storage name for a URL path below /store/, or None if it is not a file name
+    inside a build folder."""
+    if not name or "\\" in name or name.startswith("/"):
+        return None
+    parts = name.split("/")
+    if len(parts) < 2:
+        return None
+    for part in parts:
+        # "" rejects "//" and a trailing "/", "." rejects ".", ".." and hidden files
+        # (partial files a worker is still writing).
+        if not part or part.startswith(".") or any(ord(c) < 32 or c == "\x7f" for c in part):
+            return None
+    return name
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The (first, last) byte of a single-range `Range` header, "unsatisfiable", or
+    None to send the whole file (no header, several ranges, or one we cannot parse)."""
+    if not header:
+        return None
+    match = RANGE_RE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(int(last) if last else size - 1, size - 1)
+
+
+def _size(storage: Storage, name: str) -> int | None:
+    """The file's size, or None if it is missing, not a file, or outside the store."""
+    try:
+        local = storage.path(name)
+    except NotImplementedError:
+        local = None  # a remote storage (S3): no symlinks to follow there
+    except SuspiciousFileOperation:
+        return None
+    if local is not None:
+        root = os.path.realpath(storage.location)
+        real = os.path.realpath(local)
+        if not real.startswith(root + os.sep) or not os.path.isfile(real):
+            return None
+    try:
+        return storage.size(name)
+    except (OSError, SuspiciousFileOperation):
+        return None
+
+
+def _read(file: IO[bytes], start: int, length: int) -> Iterator[bytes]:
+    try:
+        file.seek(start)
+        while length > 0:
+            data = file.read(min(CHUNK_SIZE, length))
+            if not data:
+                break
+            length -= len(data)
+            yield data
+    finally:
+        file.close()
+
+
+def _content_type(name: str) -> str:
+    if TEXT_FILES.search(name):
+        return "text/plain; charset=utf-8"
+    guessed, encoding = mimetypes.guess_type(name)
+    if encoding:
+        # Never Content-Encoding: the client must get the .gz exactly as signed.
+        return COMPRESSED.get(encoding, "application/octet-stream")
+    return guessed or "application/octet-stream"

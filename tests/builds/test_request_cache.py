@@ -1,0 +1,342 @@
+"""The request cache: one Build per effective request, shared files for identical builds,
+finished builds answered at once, failed ones tried again after their TTL, and one build
+and one task for many concurrent identical requests."""
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from asuproject.celery import app
+from builds.models import Build
+from packages.models import PackageChange
+from targets.models import ProfileName
+from tests.builds.catalogue import add_packages, fail, finish, fresh_start, make_catalogue
+
+ARCHER = {"version": "24.10.1", "target": "ath79/generic", "profile": "tplink_archer-c7-v5"}
+
+
+@pytest.fixture
+def catalogue(db, settings, tmp_path) -> dict:
+    fresh_start(settings, tmp_path)
+    return make_catalogue()
+
+
+def post(client, body):
+    return client.post("/api/v1/build", body, content_type="application/json")
+
+
+def build_of(response) -> Build:
+    return Build.objects.get(request_hash=response.json()["request_hash"])
+
+
+# One build per effective request -----------------------------------------------------------
+
+
+def test_the_same_request_twice_is_one_build(client, catalogue):
+    first = post(client, {**ARCHER, "packages": ["luci"]})
+    second = post(client, {**ARCHER, "packages": ["luci"]})
+
+    assert first.json()["request_hash"] == second.json()["request_hash"]
+    assert Build.objects.count() == 1
+
+
+def test_packages_in_another_order_or_spelling_are_the_same_build(client, catalogue):
+    one = post(client, {**ARCHER, "packages": ["luci", "tcpdump", "htop"]})
+    other = post(client, {**ARCHER, "packages": ["+htop", "tcpdump", "luci", "luci", ""]})
+
+    assert one.json()["request_hash"] == other.json()["request_hash"]
+
+
+def test_a_board_name_and_its_profile_are_the_same_build(client, catalogue):
+    by_profile = post(client, {**ARCHER, "packages": ["luci"]})
+    by_board = post(client, {**ARCHER, "profile": "tplink,archer-c7-v5", "packages": ["luci"]})
+
+    assert by_profile.json()["request_hash"] == by_board.json()["request_hash"]
+    assert build_of(by_board).profile == "tplink_archer-c7-v5"
+
+
+def test_an_alias_resolves_to_its_profile(client, catalogue):
+    response = post(client, {**ARCHER, "profile": "carambola2"})
+
+    assert build_of(response).profile == "8dev_carambola2"
+
+
+def test_a_target_with_only_generic_builds_it_for_any_board_name(client, catalogue):
+    response = post(
+        client, {"version": "24.10.1", "target": "x86/64", "profile": "pc-engines-apu2"}
+    )
+
+    assert response.status_code == 202
+    assert build_of(response).profile == "generic"
+
+
+def test_different_requests_are_different_builds(client, catalogue, settings):
+    settings.ASU_ALLOW_DEFAULTS = True
+    variants = [
+        {},
+        {"packages": ["luci"]},
+        {"rootfs_size_mb": 256},
+        {"filesystem": "ext4"},
+        {"defaults": "echo 1"},
+        {"version_code": "r28427-6df0e3d02a"},
+        {"profile": "8dev_carambola2"},
+        {"diff_packages": True},
+    ]
+    hashes = {post(client, {**ARCHER, **change}).json()["request_hash"] for change in variants}
+
+    assert len(hashes) == len(variants)
+    assert Build.objects.values("bin_dir").distinct().count() == len(variants)
+
+
+def test_the_manifest_check_changes_the_request_but_not_the_files(client, catalogue):
+    plain = build_of(post(client, {**ARCHER, "packages": ["luci"]}))
+    pinned = build_of(post(client, {**ARCHER, "packages_versions": {"luci": "25.100-r1"}}))
+
+    assert plain.request_hash != pinned.request_hash
+    assert plain.bin_dir == pinned.bin_dir
+    assert pinned.packages == ["luci"]
+    assert pinned.request["packages_versions"] == {"luci": "25.100-r1"}
+
+
+def test_diff_packages_removes_the_defaults_the_request_leaves_out(client, catalogue):
+    kept = ["base-files", "busybox", "dropbear", "libc", "uci", "firewall4", "kmod-ath10k-ct"]
+    build = build_of(post(client, {**ARCHER, "packages": [*kept, "luci"], "diff_packages": True}))
+
+    # ppp-mod-pppoe is already removed by the device's own "-ppp-mod-pppoe".
+    removed = ["-ath10k-firmware-qca988x-ct", "-dnsmasq", "-kmod-ath9k", "-opkg", "-ppp"]
+    assert build.packages == removed + sorted([*kept, "luci"])
+
+
+def test_a_new_upstream_revision_is_a_new_build(client, catalogue):
+    before = post(client, ARCHER).json()["request_hash"]
+    catalogue["ath79"].version_code = "r28500-0123456789"
+    catalogue["ath79"].save()
+
+    after = post(client, ARCHER).json()["request_hash"]
+
+    assert before != after
+
+
+def test_package_change_rules_are_part_of_the_build(client, catalogue):
+    add_packages(catalogue["version"], "mips_24kc", ["old-tool", "new-tool"])
+    before = build_of(post(client, {**ARCHER, "packages": ["old-tool"]}))
+
+    PackageChange.objects.create(
+        kind=PackageChange.Kind.RENAME,
+        source="old-tool",
+        target="new-tool",
+        branch=catalogue["version"].branch,
+    )
+    after = build_of(post(client, {**ARCHER, "packages": ["old-tool"]}))
+
+    assert before.packages == ["old-tool"]
+    assert after.packages == ["new-tool"]
+    assert after.request_hash != before.request_hash
+    assert after.package_changes_applied[0]["target"] == "new-tool"
+    assert after.request["packages"] == ["old-tool"]
+
+
+def test_rules_apply_before_the_package_check(client, catalogue):
+    # The old name is in no index of this version, its replacement is.
+    add_packages(catalogue["version"], "mips_24kc", ["new-tool"])
+    PackageChange.objects.create(
+        kind=PackageChange.Kind.RENAME, source="old-tool", target="new-tool"
+    )
+
+    response = post(client, {**ARCHER, "packages": ["old-tool"]})
+
+    assert response.status_code == 202
+
+
+# The shortcut for repeated requests notices every change --------------------------------
+
+
+def test_a_repeated_request_sees_new_device_packages(client, catalogue):
+    body = {**ARCHER, "packages": ["luci"], "diff_packages": True}
+    before = post(client, body).json()["request_hash"]
+    catalogue["archer"].device_packages = ["kmod-ath10k-ct"]
+    catalogue["archer"].save()
+
+    after = build_of(post(client, body))
+
+    assert after.request_hash != before
+    assert "-ath10k-firmware-qca988x-ct" not in after.packages
+
+
+def test_a_repeated_request_sees_new_default_packages(client, catalogue):
+    body = {**ARCHER, "packages": ["luci"], "diff_packages": True}
+    before = post(client, body).json()["request_hash"]
+    catalogue["ath79"].default_packages = [*catalogue["ath79"].default_packages, "htop"]
+    catalogue["ath79"].save()
+
+    assert post(client, body).json()["request_hash"] != before
+
+
+def test_a_repeated_request_sees_its_branch_switched_off(client, catalogue):
+    assert post(client, ARCHER).status_code == 202
+    catalogue["version"].branch.enabled = False
+    catalogue["version"].branch.save()
+
+    response = post(client, ARCHER)
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Unsupported branch")
+
+
+def test_a_repeated_request_sees_a_board_name_move_to_another_profile(client, catalogue):
+    body = {**ARCHER, "profile": "tplink,archer-c7-v5"}
+    assert build_of(post(client, body)).profile == "tplink_archer-c7-v5"
+    ProfileName.objects.filter(name="tplink_archer-c7-v5").update(profile=catalogue["carambola"])
+    ProfileName.objects.filter(name="8dev_carambola2").delete()
+
+    assert build_of(post(client, body)).profile == "8dev_carambola2"
+
+
+def test_a_repeated_request_sees_the_settings_change(client, catalogue, settings):
+    settings.ASU_ALLOW_DEFAULTS = True
+    body = {**ARCHER, "defaults": "echo hi"}
+    assert post(client, body).status_code == 202
+    settings.ASU_ALLOW_DEFAULTS = False
+
+    assert post(client, body).status_code == 400
+
+
+def test_a_repeated_request_sees_an_edited_rule(client, catalogue):
+    add_packages(catalogue["version"], "mips_24kc", ["old-tool", "new-tool", "newer-tool"])
+    rule = PackageChange.objects.create(
+        kind=PackageChange.Kind.RENAME, source="old-tool", target="new-tool"
+    )
+    body = {**ARCHER, "packages": ["old-tool"]}
+    assert build_of(post(client, body)).packages == ["new-tool"]
+    rule.target = "newer-tool"
+    rule.save()
+
+    assert build_of(post(client, body)).packages == ["newer-tool"]
+
+
+def test_a_repeated_request_still_answers_malformed_fields_422(client, catalogue):
+    assert post(client, ARCHER).status_code == 202
+
+    assert post(client, {**ARCHER, "client": "x" * 500}).status_code == 422
+
+
+# Finished and failed builds ---------------------------------------------------------------
+
+
+def test_a_finished_build_answers_200_at_once_and_queues_nothing(
+    client, catalogue, django_capture_on_commit_callbacks
+):
+    finish(build_of(post(client, ARCHER)))
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post(client, ARCHER)
+
+    assert response.status_code == 200
+    assert callbacks == []
+
+
+def test_repeated_posts_queue_one_task(client, catalogue, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        for _ in range(5):
+            post(client, ARCHER)
+
+    assert len(callbacks) == 1
+    assert Build.objects.count() == 1
+
+
+def test_a_failed_build_answers_500_until_its_failure_ttl_passes(client, catalogue, settings):
+    settings.ASU_FAILURE_TTL = 3600
+    build = fail(build_of(post(client, ARCHER)), "Error: boom", minutes_ago=59)
+
+    response = post(client, ARCHER)
+
+    assert response.status_code == 500
+    build.refresh_from_db()
+    assert build.status == Build.Status.FAILED
+
+
+def test_a_failed_build_is_tried_again_after_its_failure_ttl(
+    client, catalogue, settings, django_capture_on_commit_callbacks
+):
+    settings.ASU_FAILURE_TTL = 3600
+    build = fail(build_of(post(client, ARCHER)), "Error: boom", minutes_ago=61)
+    old_task = build.task_id
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        first = post(client, ARCHER)
+        second = post(client, ARCHER)
+
+    assert first.status_code == 202
+    assert first.json()["detail"] == "queued"
+    assert second.status_code == 202
+    assert len(callbacks) == 1
+    build.refresh_from_db()
+    assert build.status == Build.Status.QUEUED
+    assert build.task_id != old_task
+    assert build.detail == build.stderr == ""
+    assert build.enqueued_at > timezone.now() - timedelta(minutes=1)
+
+
+def test_polling_a_failed_build_never_queues_it_again(client, catalogue, settings):
+    settings.ASU_FAILURE_TTL = 0
+    build = fail(build_of(post(client, ARCHER)), "Error: boom", minutes_ago=5)
+
+    assert client.get(f"/api/v1/build/{build.request_hash}").status_code == 500
+    build.refresh_from_db()
+    assert build.status == Build.Status.FAILED
+
+
+# Concurrency, over real HTTP and a real database -------------------------------------------
+
+
+def _queued_messages() -> int:
+    queue = django_settings.CELERY_TASK_DEFAULT_QUEUE
+    with app.connection_for_write() as connection:
+        return connection.default_channel.queue_declare(queue=queue).message_count
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_identical_posts_make_one_build_and_one_task(
+    live_server, settings, tmp_path
+):
+    fresh_start(settings, tmp_path)
+    make_catalogue()
+    before = _queued_messages()
+    body = {**ARCHER, "packages": ["luci", "tcpdump"]}
+
+    def send(_):
+        return requests.post(f"{live_server.url}/api/v1/build", json=body, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(send, range(50)))
+
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["request_hash"] for r in responses}) == 1
+    assert Build.objects.count() == 1
+    assert _queued_messages() - before == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_of_a_failed_build_queue_it_once(live_server, settings, tmp_path):
+    fresh_start(settings, tmp_path)
+    make_catalogue()
+    settings.ASU_FAILURE_TTL = 60
+    body = {**ARCHER, "packages": ["htop"], "packages_versions": {}}
+    first = requests.post(f"{live_server.url}/api/v1/build", json=body, timeout=60)
+    fail(Build.objects.get(request_hash=first.json()["request_hash"]), "Error: x", minutes_ago=2)
+    before = _queued_messages()
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(
+            pool.map(
+                lambda _: requests.post(f"{live_server.url}/api/v1/build", json=body, timeout=60),
+                range(20),
+            )
+        )
+
+    assert {r.status_code for r in responses} == {202}
+    assert _queued_messages() - before == 1
