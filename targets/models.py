@@ -64,6 +64,9 @@ class Target(models.Model):
     extra = models.JSONField(default=dict, blank=True)
     # Digest of the last profiles.json read, so an unchanged file costs no writes.
     profiles_digest = models.CharField(max_length=64, blank=True)
+    # HTTP validators of the last profiles.json read, for a conditional GET.
+    profiles_etag = models.CharField(max_length=200, blank=True)
+    profiles_last_modified = models.CharField(max_length=64, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

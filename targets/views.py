@@ -1,0 +1,284 @@
+"""The json/v1 documents and the revision endpoint, built from the catalogue.
+
+No request waits on upstream: everything comes from the ORM in a few queries. The
+package indexes, the largest documents, are cached under a key that holds the
+version's `synced_at`, which every sync write moves on, so a cached copy is never
+served after the catalogue changed.
+"""
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.views.decorators.http import require_safe
+
+from packages.changes import published_changes
+from packages.models import Package, PackageIndex
+from targets.models import Branch, Profile, Target, Version
+from targets.sync import newest_first, version_sort_key
+
+CACHE_SECONDS = 24 * 3600  # the key changes with the data; this only bounds memory use
+
+
+def _json(data: object, status: int = 200) -> HttpResponse:
+    return HttpResponse(
+        json.dumps(data, separators=(",", ":")), content_type="application/json", status=status
+    )
+
+
+def _error(status: int, title: str, detail: str) -> HttpResponse:
+    return _json({"status": status, "title": title, "detail": detail}, status=status)
+
+
+def _not_found(detail: str) -> HttpResponse:
+    return _error(404, "Not Found", detail)
+
+
+# overview.json, branches.json, latest.json -----------------------------------------------
+
+
+def catalogue_branches() -> list[dict]:
+    """The enabled branches that have versions with targets, as overview.json lists
+    them, in the branches' order (newest first). Two queries plus package changes."""
+    branches = list(Branch.objects.filter(enabled=True))
+    rows = (
+        Target.objects.filter(version__branch__enabled=True)
+        .order_by()  # sorted below; the models' default ordering would add joins
+        .values_list("version__branch_id", "version__name", "name", "arch_packages")
+    )
+    versions: dict[int, set[str]] = {}
+    targets: dict[int, dict[str, str]] = {}
+    # Oldest version first, so the newest version's architecture wins for a target.
+    for branch_id, version, target, arch in sorted(rows, key=lambda r: version_sort_key(r[1])):
+        versions.setdefault(branch_id, set()).add(version)
+        targets.setdefault(branch_id, {})[target] = arch
+    return [
+        {
+            "name": branch.name,
+            "path": branch.path,
+            "enabled": branch.enabled,
+            "snapshot": branch.snapshot,
+            "path_packages": "DEPRECATED",
+            "branch_off_rev": branch.branch_off_rev,
+            "package_changes": published_changes(branch),
+            "versions": newest_first(versions[branch.pk]),
+            "targets": dict(sorted(targets[branch.pk].items())),
+        }
+        for branch in branches
+        if targets.get(branch.pk)
+    ]
+
+
+def latest_versions(branches: list[dict]) -> list[str]:
+    """The newest release of each branch, newest first; a release candidate only when
+    its branch has no final release yet."""
+    latest = []
+    for branch in branches:
+        releases = [v for v in branch["versions"] if not v.endswith("SNAPSHOT")]
+        finals = [v for v in releases if "-" not in v]
+        if finals or releases:
+            latest.append((finals or releases)[0])
+    return newest_first(latest)
+
+
+@require_safe
+def overview(request: HttpRequest) -> HttpResponse:
+    branches = catalogue_branches()
+    return _json(
+        {
+            "latest": latest_versions(branches),
+            "branches": {branch["name"]: branch for branch in branches},
+            "upstream_url": settings.ASU_UPSTREAM_URL,
+            "server": {
+                "version": settings.ASU_SERVER_VERSION,
+                "contact": settings.ASU_CONTACT,
+                "allow_defaults": settings.ASU_ALLOW_DEFAULTS,
+                "repository_allow_list": settings.ASU_REPOSITORY_ALLOW_LIST,
+                "max_custom_rootfs_size_mb": settings.ASU_MAX_ROOTFS_SIZE_MB,
+                "max_defaults_length": settings.ASU_MAX_DEFAULTS_LENGTH,
+            },
+        }
+    )
+
+
+@require_safe
+def branches(request: HttpRequest) -> HttpResponse:
+    return _json(catalogue_branches())
+
+
+@require_safe
+def latest(request: HttpRequest) -> HttpResponse:
+    return _json({"latest": latest_versions(catalogue_branches())})
+
+
+# Per version and target ------------------------------------------------------------------
+
+
+def _version_matches(directory: str) -> Q:
+    """Versions whose folder may be `directory`: "releases/24.10.1" names the version,
+    "snapshots" names the branch. The caller checks `version.path == directory`."""
+    return Q(name=directory.rsplit("/", 1)[-1]) | Q(branch__path=directory)
+
+
+def _find_version(directory: str) -> Version | None:
+    candidates = Version.objects.filter(_version_matches(directory), branch__enabled=True)
+    return next((v for v in candidates.select_related("branch") if v.path == directory), None)
+
+
+def _find_target(directory: str, target: str) -> Target | None:
+    """The target of the version in `directory`, in one query."""
+    candidates = Target.objects.filter(name=target, version__branch__enabled=True).filter(
+        Q(version__name=directory.rsplit("/", 1)[-1]) | Q(version__branch__path=directory)
+    )
+    return next(
+        (t for t in candidates.select_related("version__branch") if t.version.path == directory),
+        None,
+    )
+
+
+def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | None:
+    """The JSON of `build()`, kept in the cache under `key`; None if build() found nothing."""
+    body = cache.get(key)
+    if body is None:
+        document = build()
+        if document is None:
+            return None
+        body = json.dumps(document, separators=(",", ":")).encode()
+        cache.set(key, body, CACHE_SECONDS)
+    return body
+
+
+def _generation(version: Version) -> str:
+    return version.synced_at.isoformat() if version.synced_at else "-"
+
+
+@require_safe
+def target_index(request: HttpRequest, directory: str, target: str, subtarget: str) -> HttpResponse:
+    """index.json of a target: its own packages and kmods, {name: version}."""
+    found = _find_target(directory, f"{target}/{subtarget}")
+    if found is None:
+        return _not_found(f"unknown version folder or target: {directory} {target}/{subtarget}")
+    body = _cached_document(
+        f"asu:target-index:{found.pk}:{_generation(found.version)}",
+        lambda: {
+            "architecture": found.arch_packages,
+            "packages": dict(
+                Package.objects.of_target(found)
+                .order_by("name", "index_id")
+                .values_list("name", "version")
+            ),
+        },
+    )
+    return HttpResponse(body, content_type="application/json")
+
+
+@require_safe
+def arch_index(request: HttpRequest, directory: str, arch: str) -> HttpResponse:
+    """{arch}-index.json: the packages of every feed of an architecture, {name: version}."""
+    version = _find_version(directory)
+    if version is None:
+        return _not_found(f"unknown version folder: {directory}")
+
+    def build() -> dict | None:
+        packages = dict(
+            Package.objects.of_arch_feeds(version, arch)
+            .order_by("name", "index_id")
+            .values_list("name", "version")
+        )
+        if (
+            not packages
+            and not PackageIndex.objects.filter(
+                version=version, kind=PackageIndex.Kind.FEED, arch_packages=arch
+            ).exists()
+        ):
+            return None
+        return packages
+
+    body = _cached_document(f"asu:arch-index:{version.pk}:{arch}:{_generation(version)}", build)
+    if body is None:
+        return _not_found(f"version {version} has no packages for architecture {arch}")
+    return HttpResponse(body, content_type="application/json")
+
+
+def profile_document(target: Target, profile: Profile) -> dict:
+    """profiles.json's top level with the profile's entry, its `id` and `build_at`."""
+    top = {
+        "arch_packages": target.arch_packages,
+        "default_packages": target.default_packages,
+        "target": target.name,
+        "version_code": target.version_code,
+        "version_number": target.version_number,
+    }
+    if target.linux_kernel:
+        top["linux_kernel"] = target.linux_kernel
+    if target.metadata_version is not None:
+        top["metadata_version"] = target.metadata_version
+    if target.source_date_epoch is not None:
+        top["source_date_epoch"] = target.source_date_epoch
+        built = datetime.fromtimestamp(target.source_date_epoch, tz=UTC)
+    else:
+        built = target.synced_at or datetime.now(tz=UTC)
+    return {
+        **target.extra,
+        **top,
+        **profile.as_profiles_json(),
+        "id": profile.name,
+        "build_at": built.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+@require_safe
+def profile_json(
+    request: HttpRequest, directory: str, target: str, subtarget: str, profile: str
+) -> HttpResponse:
+    """{profile}.json, by profile id or board name."""
+    found = _find_target(directory, f"{target}/{subtarget}")
+    if found is None:
+        return _not_found(f"unknown version folder or target: {directory} {target}/{subtarget}")
+    # The id itself, or a board name ("tplink,archer-c7-v5") through ProfileName.
+    candidates = list(
+        Profile.objects.filter(target=found)
+        .filter(Q(name=profile) | Q(names__name=profile.replace(",", "_")))
+        .distinct()
+    )
+    chosen = next((p for p in candidates if p.name == profile), None) or next(
+        iter(candidates), None
+    )
+    if chosen is None:
+        return _not_found(f"unknown profile {profile} of {found.version} {found.name}")
+    return HttpResponse(
+        json.dumps(profile_document(found, chosen), sort_keys=True, separators=(",", ":")),
+        content_type="application/json",
+    )
+
+
+@require_safe
+def revision(request: HttpRequest, version: str, target: str, subtarget: str) -> HttpResponse:
+    """The revision of a version's target: {"revision": "r28427-6df0e3d02a"}."""
+    name = f"{target}/{subtarget}"
+    code = (
+        Target.objects.filter(version__name=version, version__branch__enabled=True, name=name)
+        .values_list("version_code", flat=True)
+        .first()
+    )
+    if code is not None:
+        return _json({"revision": code})
+    if not Version.objects.filter(name=version, branch__enabled=True).exists():
+        return _error(400, "Bad Request", f"Unsupported version: {version}")
+    return _error(
+        400, "Bad Request", f"Unsupported target: {name}. Version {version} does not offer it."
+    )
+
+
+def redirect_to(path: str) -> Callable[[HttpRequest], HttpResponse]:
+    """A permanent redirect for the paths older clients use."""
+
+    @require_safe
+    def view(request: HttpRequest) -> HttpResponse:
+        return HttpResponsePermanentRedirect(path)
+
+    return view
