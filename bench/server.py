@@ -1,0 +1,182 @@
+"""The server under test, started for real: gunicorn and a Celery worker as the Procfile has them."""
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command(name: str, env: dict[str, str]) -> list[str]:
+    """The Procfile's `name:` line as an argument list, with ${VARS} filled in from `env`."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        key, _, command = line.partition(":")
+        if key.strip() == name:
+            args = shlex.split(command)
+            # Expand ${ASU_HOST} etc. with the bench's values, not the caller's.
+            saved = dict(os.environ)
+            try:
+                os.environ.clear()
+                os.environ.update(env)
+                args = [os.path.expandvars(arg) for arg in args]
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            if args[0].startswith(".venv/bin/"):
+                # The venv the bench runs in, wherever it is.
+                args[0] = str(Path(sys.executable).parent / Path(args[0]).name)
+            return args
+    raise RuntimeError(f"Procfile has no {name}: line")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backends(database: str) -> list[int]:
+    """PostgreSQL backend processes serving `database` (their title names it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        words = title.split()
+        if title.startswith("postgres:") and database in words:
+            pids.append(int(entry.name))
+    return pids
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two snapshots. A process that ended in between (a
+    database connection past CONN_MAX_AGE) takes its share with it: a slight undercount."""
+    return sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in after.items())
+
+
+class Server:
+    """gunicorn + a Celery worker on a bench database, stopped by stop()."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.url = f"http://{env['ASU_HOST']}:{env['ASU_PORT']}"
+        self.web: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+
+    def manage(self, *args: str, timeout: float = 600) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+        return result.stdout
+
+    def start(self) -> None:
+        self.start_web()
+        self.start_worker()
+
+    def start_web(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / "web.log", "w")  # noqa: SIM115 - lives as long as the process
+        self.web = subprocess.Popen(
+            procfile_command("web", self.env),
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.web.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{(self.log_dir / 'web.log').read_text()}")
+            try:
+                urllib.request.urlopen(f"{self.url}/api/v1/stats", timeout=2).read()
+                return
+            except urllib.error.HTTPError:
+                return  # it answers; the status does not matter here
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not answer within 60 s")
+
+    def start_worker(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / "worker.log"
+        log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
+        self.worker = subprocess.Popen(
+            procfile_command("worker", self.env),
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.worker.poll() is not None:
+                raise RuntimeError(f"celery worker exited:\n{log_path.read_text()[-4000:]}")
+            if "ready." in log_path.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError("celery worker not ready within 60 s")
+
+    def web_pids(self) -> list[int]:
+        """gunicorn's master and its workers."""
+        if self.web is None:
+            return []
+        return [self.web.pid, *children(self.web.pid)]
+
+    def cpu_snapshot(self, database: str = "") -> dict[int, float]:
+        """CPU time used so far by gunicorn and, with PostgreSQL, by the backends of the
+        bench database, by process: what serving costs, whatever else the machine runs."""
+        pids = self.web_pids()
+        if database:
+            pids += postgres_backends(database)
+        return {pid: process_cpu_seconds(pid) for pid in pids}
+
+    def stop(self) -> None:
+        for process in (self.web, self.worker):
+            if process and process.poll() is None:
+                # Each runs in its own session: signal its group, i.e. its own children only.
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (self.web, self.worker):
+            if process:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()

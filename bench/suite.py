@@ -1,0 +1,524 @@
+"""The benchmark suite behind `make bench`: see BENCHMARKS.md for what each figure means."""
+
+import argparse
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from bench.catalogue import BUILD_PROFILE, BUILD_TARGET, STABLE, build_catalogue, catalogue_counts
+from bench.client import Client
+from bench.loadgen import client_for, run_load, wrk_available
+from bench.report import Figure, machine_lines, table
+from bench.server import ROOT, Server, cpu_between, free_port
+from bench.workload import build_request, installed_packages
+
+VAR = ROOT / "var" / "bench"
+TRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "trusted"
+CONNECTIONS = 8
+
+
+@dataclass
+class Options:
+    runs: int  # load and validation runs
+    slow_runs: int  # sync and build runs
+    seconds: float  # length of one load run
+    quick: bool
+
+
+def say(text: str) -> None:
+    """Progress, on stderr, so that stdout is the table alone."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# -- the environment ---------------------------------------------------------------------
+
+
+def bench_env(mirror_url: str, port: int) -> dict[str, str]:
+    """The server's environment: production settings on a private var dir and queue.
+
+    DATABASE_URL and CELERY_BROKER_URL pass through when set (PostgreSQL, Redis);
+    otherwise the embedded SQLite database and broker live under var/bench/server.
+    """
+    env = dict(os.environ)
+    env.update(
+        {
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "ASU_VAR_DIR": str(VAR / "server"),
+            "ASU_HOST": "127.0.0.1",
+            "ASU_PORT": str(port),
+            "ASU_UPSTREAM_URL": mirror_url,
+            "ASU_UPSTREAM_KEYS": str(TRUSTED_KEYS),
+            # Its own queue, so a broker shared with other runs never hands tasks across.
+            "ASU_CELERY_QUEUE": f"asu-bench-{uuid.uuid4().hex[:8]}",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    for name in ("ASU_STORE_DIR", "ASU_CACHE_DIR"):
+        env.pop(name, None)  # under ASU_VAR_DIR, so the bench never touches real files
+    return env
+
+
+def kinds() -> tuple[str, str]:
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    db = {"postgresql": "PostgreSQL", "sqlite3": "SQLite (embedded)"}.get(engine, engine)
+    if db == "PostgreSQL":
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            db += f" {cursor.fetchone()[0].split()[0]}"
+        connection.close()
+    broker = settings.CELERY_BROKER_URL.split("://", 1)[0]
+    broker = {"redis": "Redis", "sqla+sqlite": "SQLite (embedded)", "amqp": "RabbitMQ"}.get(
+        broker, broker
+    )
+    return db, broker
+
+
+def ensure_database() -> None:
+    """Create the PostgreSQL database DATABASE_URL names when it does not exist yet."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    import dj_database_url
+    import psycopg2
+    from psycopg2 import sql
+
+    db = dj_database_url.parse(url)
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"],
+              "password": db["PASSWORD"] or None}  # fmt: skip
+    try:
+        psycopg2.connect(dbname=db["NAME"], **params).close()
+        return
+    except psycopg2.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    connection = psycopg2.connect(dbname="postgres", **params)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+    connection.close()
+
+
+def forget_queue(env: dict[str, str]) -> None:
+    """Remove the bench queue's binding from a Redis broker (Celery leaves it behind)."""
+    url = env.get("CELERY_BROKER_URL", "")
+    if not url.startswith("redis://"):
+        return
+    import redis
+
+    try:
+        queue = env["ASU_CELERY_QUEUE"]
+        redis.Redis.from_url(url).delete(
+            f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
+        )
+    except redis.RedisError:
+        pass
+
+
+def wipe_data() -> None:
+    """Start from an empty catalogue and no builds (the branches and rules stay)."""
+    from django_celery_results.models import TaskResult
+
+    from builds.models import Build
+    from targets.models import Version
+
+    Build.objects.all().delete()
+    Version.objects.all().delete()
+    TaskResult.objects.all().delete()
+
+
+# -- 5. catalogue sync -------------------------------------------------------------------
+
+
+def bench_sync(opts: Options) -> list[Figure]:
+    from django.db import connection
+
+    from targets.models import Version
+    from targets.sync import sync_upstream
+
+    full = Figure("5. catalogue sync", "full, empty catalogue", "s")
+    again = Figure("5. catalogue sync", "again, nothing changed upstream", "s", aim="< 5")
+    for run in range(opts.slow_runs):
+        Version.objects.all().delete()
+        start = time.perf_counter()
+        report = sync_upstream()
+        full.runs.append(time.perf_counter() - start)
+        if not report.ok:
+            raise RuntimeError(f"sync failed: {report.errors[:3]}")
+        start = time.perf_counter()
+        report2 = sync_upstream()
+        again.runs.append(time.perf_counter() - start)
+        if report2.targets_updated or report2.feeds_updated:
+            again.note = f"wrote {report2.targets_updated} targets on a no-change run"
+        say(f"sync run {run + 1}: full {full.runs[-1]:.1f} s, again {again.runs[-1]:.2f} s "
+            f"({report.summary()})")  # fmt: skip
+    if connection.vendor == "postgresql":
+        # What autovacuum does within a minute of a sync: fresh planner statistics.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
+    full.note = f"in-process sync_upstream(); {report.summary()}"
+    again.note = again.note or "conditional GETs (If-Modified-Since), no writes"
+    connection.close()
+    return [full, again]
+
+
+# -- 6, 7. builds ------------------------------------------------------------------------
+
+
+class StandIn:
+    """A private unpacked copy of the stand-in ImageBuilder, to time its own make runs."""
+
+    def __init__(self, catalogue: Path, dest: Path) -> None:
+        target_dir = catalogue / "releases" / STABLE / "targets" / BUILD_TARGET
+        tarball = next(target_dir.glob("openwrt-imagebuilder-*.tar.zst"))
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        with tarball.open("rb") as raw:
+            data = zstandard.ZstdDecompressor().stream_reader(raw).read()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            # The "data" filter exists from Python 3.11.4 on; the tarball is our own anyway.
+            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(dest, **extra)
+        self.path = next(dest.iterdir())
+        self.env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(self.path),
+            "LC_ALL": "C",
+        }
+        self.make(["make", "info"])  # first-run files, as the server primes its cache
+
+    def make(self, args: list[str]) -> float:
+        start = time.perf_counter()
+        result = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if result.returncode:
+            raise RuntimeError(f"stand-in {args[:2]} failed: {result.stderr[-2000:]}")
+        return elapsed
+
+    def image_seconds(self, build_cmd: list[str]) -> float:
+        """Run the server's own `make image` command line here, into a scratch BIN_DIR."""
+        with tempfile.TemporaryDirectory() as scratch:
+            args = [f"BIN_DIR={scratch}" if a.startswith("BIN_DIR=") else a for a in build_cmd]
+            return self.make(args)
+
+    def other_steps_seconds(self, build_cmd: list[str]) -> float:
+        """`make info` + `make manifest` for the same selection: the other ImageBuilder runs
+        of a build, part of the server's overhead."""
+        packages = next(a for a in build_cmd if a.startswith("PACKAGES="))
+        profile = next(a for a in build_cmd if a.startswith("PROFILE="))
+        return self.make(["make", "info"]) + self.make(
+            ["make", "manifest", profile, packages, "STRIP_ABI=1"]
+        )
+
+
+def bench_builds(
+    client: Client, opts: Options, packages: list[str], standin: StandIn
+) -> list[Figure]:
+    from django.conf import settings
+
+    sizes = iter(range(100, 1025))  # a new rootfs size makes a new build each time
+    cache_folder = Path(settings.ASU_CACHE_DIR) / STABLE / BUILD_TARGET
+
+    section = "6. one build (150 packages)"
+    cold = Figure(section, "cold: POST to 200, with download and unpack", "s")
+    cold_over = Figure(section, "cold: server overhead", "s")
+    warm = Figure(section, "warm: POST to 200", "s")
+    make_image = Figure(section, "stand-in `make image` alone", "s")
+    over = Figure(section, "warm: server overhead", "s", aim="< 1")
+    queue = Figure(section, "warm: of which in the queue", "s")
+    ib_other = Figure(section, "warm: of which stand-in `make info` + `make manifest`", "s")
+
+    cold_images = []
+    for run in range(opts.slow_runs):
+        shutil.rmtree(cache_folder, ignore_errors=True)  # the worker is idle between builds
+        seconds, body = client.build(build_request(packages, rootfs_size_mb=next(sizes)))
+        cold.runs.append(seconds)
+        cold_images.append(standin.image_seconds(body["build_cmd"]))
+        say(f"cold build {run + 1}: {seconds:.2f} s (make image {cold_images[-1]:.2f} s)")
+    for run in range(opts.slow_runs):
+        seconds, body = client.build(build_request(packages, rootfs_size_mb=next(sizes)))
+        warm.runs.append(seconds)
+        queue.runs.append(queue_seconds(body["request_hash"]))
+        make_image.runs.append(standin.image_seconds(body["build_cmd"]))
+        ib_other.runs.append(standin.other_steps_seconds(body["build_cmd"]))
+        say(f"warm build {run + 1}: {seconds:.2f} s (make image {make_image.runs[-1]:.2f} s)")
+    # Against the median `make image` time: one contended run of it must not decide.
+    image = statistics.median(make_image.runs + cold_images)
+    cold_over.runs = [seconds - image for seconds in cold.runs]
+    over.runs = [seconds - image for seconds in warm.runs]
+    over.note = "POST to 200 minus the median time of the same `make image` run alone"
+    queue.note = "started_at - enqueued_at of the build row"
+
+    # 7. Two builds of one target: in parallel (worker concurrency 2) against in a row.
+    slow = [*packages, "test-slow-build"]  # the stand-in's make image then sleeps 3 s
+    parallel = Figure("7. two builds, one target", "in parallel", "s")
+    in_row = Figure("7. two builds, one target", "one after the other", "s")
+    ratio = Figure("7. two builds, one target", "parallel / in a row", "ratio", aim="<= 0.6")
+    for run in range(opts.slow_runs):
+        start = time.perf_counter()
+        for _ in range(2):
+            client.build(build_request(slow, rootfs_size_mb=next(sizes)))
+        in_row.runs.append(time.perf_counter() - start)
+
+        requests = [build_request(slow, rootfs_size_mb=next(sizes)) for _ in range(2)]
+        start = time.perf_counter()
+        hashes = [client.post_build(r)["request_hash"] for r in requests]
+        for request_hash in hashes:
+            client.wait_done(request_hash)
+        parallel.runs.append(time.perf_counter() - start)
+        ratio.runs.append(parallel.runs[-1] / in_row.runs[-1])
+        say(f"two builds {run + 1}: parallel {parallel.runs[-1]:.2f} s, "
+            f"in a row {in_row.runs[-1]:.2f} s")  # fmt: skip
+    parallel.note = "with test-slow-build: each `make image` sleeps 3 s"
+    return [cold, cold_over, warm, make_image, over, queue, ib_other, parallel, in_row, ratio]
+
+
+def queue_seconds(request_hash: str) -> float:
+    """How long the build waited for a worker, from its row."""
+    from django.db import connection
+
+    from builds.models import Build
+
+    build = Build.objects.get(request_hash=request_hash)
+    connection.close()
+    return (build.started_at - build.enqueued_at).total_seconds()
+
+
+# -- 1, 2, 3. throughput -----------------------------------------------------------------
+
+
+def load_figures(
+    section: str, url: str, opts: Options, cpu: Callable[[], dict[int, float]], method: str = "GET",
+    body: bytes = b"", aims: tuple[str, str, str] = ("", "", ""),
+) -> list[Figure]:  # fmt: skip
+    client = client_for(method)
+    run_load(url, method, body, seconds=1, connections=CONNECTIONS)  # warm-up, not counted
+    rps = Figure(section, "throughput", "req/s", aim=aims[0], note=f"client: {client}")
+    p50 = Figure(section, "p50 latency", "ms", aim=aims[1])
+    p99 = Figure(section, "p99 latency", "ms", aim=aims[2])
+    cost = Figure(section, "server CPU per request", "ms")
+    errors = 0
+    for _ in range(opts.runs):
+        before = cpu()
+        result = run_load(url, method, body, seconds=opts.seconds, connections=CONNECTIONS)
+        spent = cpu_between(before, cpu())
+        cost.runs.append(spent / max(1, result.requests) * 1000)
+        rps.runs.append(result.rps)
+        p50.runs.append(result.p50_ms)
+        p99.runs.append(result.p99_ms)
+        errors += result.errors
+    if errors:
+        rps.note += f"; **{errors} non-2xx or failed requests**"
+    cores = os.cpu_count() or 1
+    cost.note = f"gunicorn + database backends; {cores} cores / this = {cores * 1000 / cost.median:,.0f} req/s"
+    say(f"{section}: {rps.median:,.0f} req/s, p50 {p50.median:.1f} ms, p99 {p99.median:.1f} ms, "
+        f"{cost.median:.2f} ms CPU/request")  # fmt: skip
+    return [rps, p50, p99, cost]
+
+
+def bench_load(
+    server: Server, opts: Options, hit: dict, small_hit: dict, request_hash: str
+) -> list[Figure]:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    database = db["NAME"] if "postgresql" in db["ENGINE"] else ""
+
+    def cpu() -> dict[int, float]:
+        return server.cpu_snapshot(database)
+
+    base = server.url
+    figures = []
+    figures += load_figures(
+        "1. cache-hit POST /api/v1/build (150 packages)", f"{base}/api/v1/build", opts, cpu,
+        "POST", json.dumps(hit).encode(), (">= 1500", "", "< 20"),
+    )  # fmt: skip
+    if not opts.quick:
+        figures += load_figures(
+            "1b. cache-hit POST, defaults only", f"{base}/api/v1/build", opts, cpu,
+            "POST", json.dumps(small_hit).encode(),
+        )  # fmt: skip
+    poll = f"{base}/api/v1/build/{request_hash}"
+    figures += load_figures("2. poll GET /api/v1/build/<hash>", poll, opts, cpu,
+                            aims=(">= 2000", "", ""))  # fmt: skip
+    figures += load_figures("2. poll HEAD /api/v1/build/<hash>", poll, opts, cpu, "HEAD",
+                            aims=(">= 2000", "", ""))  # fmt: skip
+    overview = f"{base}/json/v1/overview.json"
+    figures += load_figures("3. GET /json/v1/overview.json", overview, opts, cpu)
+    index = f"{base}/json/v1/releases/{STABLE}/targets/{BUILD_TARGET}/index.json"
+    figures += load_figures(f"3. GET {BUILD_TARGET} index.json", index, opts, cpu)
+    return figures
+
+
+# -- 4. validation -----------------------------------------------------------------------
+
+
+def bench_validation(hit: dict, opts: Options, base: str) -> list[Figure]:
+    """Time in the server: the request's shape check and request_build() in this process,
+    against the same database, so neither HTTP nor the load client count."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from builds.serializers import BuildRequestSerializer
+    from builds.services import request_build
+
+    def once() -> float:
+        start = time.perf_counter()
+        serializer = BuildRequestSerializer(data=hit)
+        serializer.is_valid(raise_exception=True)
+        build, queued = request_build(serializer.validated_data)
+        assert not queued and build.status == "done", "the validation request must be a hit"
+        return time.perf_counter() - start
+
+    once()
+    with CaptureQueriesContext(connection) as queries:
+        once()
+    figure = Figure(
+        "4. validation, 150 packages, full catalogue",
+        "in the server per request", "ms", aim="< 15",
+        note=f"serializer + request_build() in-process, median of 50 calls a run; "
+        f"{len(queries)} SQL queries",
+    )  # fmt: skip
+    for _ in range(opts.runs):
+        figure.runs.append(statistics.median(once() for _ in range(50)) * 1000)
+
+    # The same request over HTTP from one client: what a single router sees.
+    client = Client(base)
+    single = Figure("4. validation, 150 packages, full catalogue",
+                    "whole cache-hit POST, one client over HTTP", "ms",
+                    note="sequential POSTs on one keep-alive connection; may take the "
+                    "server's shortcut for requests it has seen")  # fmt: skip
+    for _ in range(opts.runs):
+        times = []
+        for _ in range(50):
+            start = time.perf_counter()
+            client.post_build(hit)
+            times.append(time.perf_counter() - start)
+        single.runs.append(statistics.median(times) * 1000)
+    client.close()
+    connection.close()
+    say(f"validation: {figure.median:.2f} ms in-process, {single.median:.2f} ms over HTTP")
+    return [figure, single]
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def parse_options(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short run of each figure")
+    parser.add_argument("--runs", type=int, help="runs per load figure (default 5; quick 1)")
+    parser.add_argument("--seconds", type=float, help="seconds per load run (default 5)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        return Options(runs=args.runs or 1, slow_runs=1, seconds=args.seconds or 2, quick=True)
+    return Options(runs=args.runs or 5, slow_runs=3, seconds=args.seconds or 5, quick=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_options(argv)
+    # Stopped by a signal, still stop the server: the finally clauses below run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    VAR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(VAR / "server", ignore_errors=True)
+
+    say("generating the full-size catalogue (reused when unchanged)")
+    catalogue = build_catalogue(VAR / "catalogue")
+    counts = catalogue_counts(catalogue)
+    say(f"catalogue: {counts}")
+
+    from tests.fixtures.serve import serve_directory
+
+    mirror_url, stop_mirror = serve_directory(catalogue)
+    env = bench_env(mirror_url, free_port())
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "asuproject.settings"
+    server = Server(env, VAR / "logs")
+    figures: list[Figure] = []
+    try:
+        say("migrating the bench database; its builds and catalogue are emptied")
+        ensure_database()
+        server.manage("migrate", "--no-input")
+        import django
+
+        django.setup()
+        wipe_data()
+        db_kind, broker_kind = kinds()
+        say(f"database {db_kind}, broker {broker_kind}")
+
+        figures += bench_sync(opts)
+
+        say("starting gunicorn and the celery worker as the Procfile has them")
+        server.start()
+        client = Client(server.url)
+        packages = installed_packages(catalogue, 150)
+        standin = StandIn(catalogue, VAR / "standin")
+        figures += bench_builds(client, opts, packages, standin)
+
+        # The request every load run repeats: built once, then a cache hit.
+        hit = build_request(packages)
+        _, done = client.build(hit)
+        small_hit = build_request([], diff_packages=False)
+        client.build(small_hit)
+        client.close()
+        figures += bench_load(server, opts, hit, small_hit, done["request_hash"])
+        figures += bench_validation(hit, opts, server.url)
+    finally:
+        try:
+            server.stop()
+        finally:
+            stop_mirror()
+            forget_queue(env)
+
+    order = ["1.", "1b", "2.", "3.", "4.", "5.", "6.", "7."]
+    figures.sort(key=lambda f: next(i for i, p in enumerate(order) if f.section.startswith(p)))
+    loaders = "wrk (HEAD: Python client)" if wrk_available() else "Python client (wrk not found)"
+    lines = [
+        "## Results",
+        "",
+        *machine_lines(db_kind, broker_kind, loaders, opts.runs),
+        f"- sync and build figures: median of {opts.slow_runs} run(s)",
+        f"- catalogue: {counts['targets']} targets, {counts['profiles']} profiles, "
+        f"{counts['architectures']} package architectures with at least "
+        f"{counts['min_packages_per_arch']} packages each (release {STABLE}), plus the test "
+        "mirror's three smaller releases",
+        f"- server: gunicorn and `celery worker` from the Procfile, DEBUG=false; "
+        f"build target {BUILD_TARGET} ({BUILD_PROFILE}), stand-in ImageBuilder",
+        f"- load average (1 min) before the run: {load_before:.1f} (above 0.5: other work "
+        "shared the cores, and the throughput figures are low; CPU per request is less affected)",
+        f"- command: `python -m bench{' --quick' if opts.quick else ''}`, "
+        f"{time.monotonic() - started:.0f} s in all",
+        "",
+        *table(figures),
+    ]
+    text = "\n".join(lines) + "\n"
+    (VAR / "results.md").write_text(text)
+    (VAR / "results.json").write_text(
+        json.dumps([f.__dict__ | {"median": f.median} for f in figures], indent=1)
+    )
+    print(text)
+    missed = [f for f in figures if f.met == "**no**"]
+    if missed:
+        print("Aims missed: " + "; ".join(f"{f.section} {f.name}" for f in missed))
+    return 0
