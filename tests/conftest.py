@@ -7,12 +7,15 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from importlib import import_module
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.db import connection
 
+from asuproject.celery import app as celery_app
 from tests.fixtures.mirror import build_mirror
 from tests.fixtures.serve import serve_directory
 
@@ -20,8 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "trusted"
 UNTRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "untrusted"
 
-# Set by the root conftest.py before Django reads its settings.
-QUEUE = os.environ["ASU_CELERY_QUEUE"]
+# One Celery queue per test session, so concurrent runs sharing a broker never take each
+# other's tasks. pytest-django has read the settings by now: set it where it is read.
+QUEUE = f"asu-test-{uuid.uuid4().hex[:8]}"
+django_settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE
+celery_app.conf.task_default_queue = QUEUE
 
 
 @pytest.fixture(scope="session")
@@ -77,14 +83,33 @@ def database_url_for_workers() -> str:
 
 
 @pytest.fixture
-def start_worker(
-    settings, transactional_db, django_db_serialized_rollback
-) -> Iterator[Callable[..., subprocess.Popen]]:
+def seeded_data(transactional_db) -> None:
+    """Put back what the data migrations seed (branches, package-change rules, groups):
+    the flush after each transactional test removes it. The cache goes too, since it
+    holds per-name throttles and documents of the flushed rows."""
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from packages.models import PackageChange
+    from targets.models import Branch
+
+    cache.clear()
+    seeds = [
+        (Branch, "targets.migrations.0002_seed_branches", "seed"),
+        (PackageChange, "packages.migrations.0003_seed_package_changes", "seed"),
+        (Group, "packages.migrations.0004_package_change_groups", "create_groups"),
+    ]
+    for model, module, function in seeds:
+        if not model.objects.exists():
+            getattr(import_module(module), function)(apps, None)
+
+
+@pytest.fixture
+def start_worker(settings, seeded_data) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start real `celery worker` processes on this session's queue and test database.
 
-    The worker only sees committed rows, hence a transactional test; serialized rollback
-    puts back the data the migrations seed (branches, package-change rules, groups),
-    which the flush after each transactional test removes.
+    The worker only sees committed rows, hence a transactional test with the seeded
+    data put back.
 
     Call it after changing settings: the worker gets the ASU_* settings of the moment
     (upstream, keys, store, cache, timeouts) through its environment. Extra keyword

@@ -23,7 +23,6 @@ from tests.builds.catalogue import (
     seed_branches,
     start,
 )
-from tests.conftest import QUEUE
 
 ORIGIN = "https://firmware-selector.openwrt.org"
 STEPS = {
@@ -323,7 +322,6 @@ def test_a_release_new_to_the_server_builds_without_a_restart(
     it through, and the image downloads with its published sha256."""
     fresh_start()
     seed_branches()
-    settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE  # the queue the test workers listen on
     start_worker(concurrency=1)
     body = {
         "client": "owut/2026.04.09",
@@ -365,7 +363,6 @@ def test_a_missing_package_fails_the_build_with_the_header_auc_reads(
     missing package, and the 500 answer names it."""
     fresh_start()
     seed_branches()
-    settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE
     settings.ASU_REPOSITORY_ALLOW_LIST = [f"{upstream}/nothing-here"]
     start_worker(concurrency=1)
     body = {

@@ -303,8 +303,9 @@ def test_expiring_removes_working_copies_a_dead_worker_left(upstream, settings, 
 
 
 def enqueue(row: Build):
-    """Send the task to this session's queue, where the test workers listen."""
-    return build.apply_async(args=[row.pk], queue=os.environ["ASU_CELERY_QUEUE"])
+    """Send the task as the API does; it goes to the session's queue, where the test
+    workers listen."""
+    return build.delay(row.pk)
 
 
 def wait_for(*rows: Build, timeout: float = 90) -> list[Build]:

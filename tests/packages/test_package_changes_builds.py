@@ -1,17 +1,12 @@
 """Package changes in real builds: POST /api/v1/build against the test mirror, built by a
 real Celery worker with the stand-in ImageBuilder."""
 
-import os
 import time
-from importlib import import_module
 
 import pytest
-from django.apps import apps
 from django.contrib.auth.models import Group, User
-from django.core.cache import cache
 
 from packages.models import PackageChange
-from targets.models import Branch
 
 pytestmark = pytest.mark.worker
 
@@ -21,36 +16,6 @@ AUC = {
     "profile": "tplink_archer-c7-v5",
     "packages": ["auc"],
 }
-
-
-@pytest.fixture(autouse=True)
-def session_queue(settings):
-    """Send tasks to this session's queue, the one start_worker's workers listen on.
-
-    tests/conftest.py names it in the environment, but when pytest-django loads the
-    settings first they keep the default queue, and the tasks go where no worker is.
-    """
-    from asuproject.celery import app
-
-    queue = os.environ["ASU_CELERY_QUEUE"]
-    settings.CELERY_TASK_DEFAULT_QUEUE = queue
-    before = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    yield
-    app.conf.task_default_queue = before
-
-
-@pytest.fixture
-def seeded(transactional_db):
-    """The branches and rules the migrations seed: a transactional test before this one
-    may have flushed them. The cache goes too: it throttles reading the catalogue."""
-    cache.clear()
-    if not Branch.objects.exists():
-        import_module("targets.migrations.0002_seed_branches").seed(apps, None)
-    if not PackageChange.objects.exists():
-        import_module("packages.migrations.0003_seed_package_changes").seed(apps, None)
-    if not Group.objects.filter(name="Package change maintainers").exists():
-        import_module("packages.migrations.0004_package_change_groups").create_groups(apps, None)
 
 
 def build(client, body: dict, timeout: float = 120) -> dict:
@@ -68,7 +33,7 @@ def build(client, body: dict, timeout: float = 120) -> dict:
     raise AssertionError(f"build {request_hash} not finished after {timeout} s")
 
 
-def test_a_2410_build_that_asks_for_auc_installs_owut(client, upstream, seeded, start_worker):
+def test_a_2410_build_that_asks_for_auc_installs_owut(client, upstream, start_worker):
     start_worker(concurrency=1)
     answer = build(client, AUC)
     assert "owut" in answer["manifest"]
@@ -78,9 +43,7 @@ def test_a_2410_build_that_asks_for_auc_installs_owut(client, upstream, seeded, 
     ]
 
 
-def test_an_edit_in_the_admin_changes_the_next_builds_manifest(
-    client, upstream, seeded, start_worker
-):
+def test_an_edit_in_the_admin_changes_the_next_builds_manifest(client, upstream, start_worker):
     start_worker(concurrency=1)
     first = build(client, AUC)
     assert "owut" in first["manifest"]

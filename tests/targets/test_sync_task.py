@@ -6,7 +6,6 @@ from django.conf import settings
 from asuproject.celery import app
 from targets.models import Target
 from targets.tasks import sync_upstream
-from tests.conftest import QUEUE
 
 
 def test_the_beat_schedule_names_the_task():
@@ -27,7 +26,7 @@ def test_the_task_syncs_and_returns_the_report(upstream, db):
 @pytest.mark.worker
 def test_a_worker_runs_the_task(upstream, start_worker):
     start_worker(concurrency=1)
-    result = sync_upstream.apply_async(kwargs={"target": "x86/64"}, queue=QUEUE).get(timeout=120)
+    result = sync_upstream.delay(target="x86/64").get(timeout=120)
     assert result["errors"] == []
     assert result["targets_updated"] == 4
     assert Target.objects.filter(name="x86/64").count() == 4
