@@ -53,18 +53,9 @@ def fresh_start(settings=None, tmp_path=None) -> None:
 
 def seed_branches() -> None:
     """The branches the migration seeds; a transactional test starts without them."""
-    seeded = importlib.import_module("targets.migrations.0002_seed_branches").BRANCHES
-    for name, path, snapshot, enabled, branch_off_rev, order in seeded:
-        Branch.objects.get_or_create(
-            name=name,
-            defaults={
-                "path": path,
-                "snapshot": snapshot,
-                "enabled": enabled,
-                "branch_off_rev": branch_off_rev,
-                "order": order,
-            },
-        )
+    from django.apps import apps
+
+    importlib.import_module("targets.migrations.0002_seed_branches").seed(apps, None)
 
 
 def add_profile(target: Target, name: str, supported_devices: list[str], **fields) -> Profile:
