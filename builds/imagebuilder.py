@@ -3,9 +3,11 @@
 Getting one: the tarball named in the target's `sha256sums` (whose usign signature is
 checked against ASU_UPSTREAM_KEYS when set) is downloaded, checked and unpacked once per
 version, target and revision into ASU_CACHE_DIR/<version>/<target>/<revision>, under a
-file lock so that concurrent workers unpack it once. Each build then gets its own working
-copy, hard-linked where the ImageBuilder only reads, so builds of one target run side by
-side without touching each other or the cache.
+file lock so that concurrent workers unpack it once. Its first `make info` is kept in
+current.json and serves every build of that revision. Upstream is asked for a newer one
+at most every RECHECK_AFTER seconds, or at once when a build asks for another revision.
+Each build then gets its own working copy, hard-linked where the ImageBuilder only reads,
+so builds of one target run side by side without touching each other or the cache.
 
 Running one: `make` with an argument list (never a shell string), a scrubbed environment
 and the build's deadline, inside bubblewrap when it is installed. The parsers turn make's
@@ -67,6 +69,9 @@ SYSUPGRADE_TYPES = {"sysupgrade", "combined", "combined-efi", "sdcard"}
 # Only these come from the worker's environment into make's: proxies the feeds may need.
 PASSED_ENVIRONMENT = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY")
 CURRENT = "current.json"  # in a target's cache folder: which unpacked ImageBuilder is current
+# Seconds a verified sha256sums stands before upstream is asked again for a newer ImageBuilder,
+# rather than two requests to upstream and a signature check on every build.
+RECHECK_AFTER = 60
 
 _session = requests.Session()
 _session.headers["User-Agent"] = "asu-django (Attended Sysupgrade server)"
@@ -254,6 +259,8 @@ class Workspace:
     path: Path
     revision: str  # as `make info` reported it when the ImageBuilder was unpacked
     tarball: str
+    # That `make info` run: its output is the same in every copy. None if it is unknown.
+    info: "MakeResult | None" = None
 
 
 def _cache_folder(version: str, target: str) -> Path:
@@ -278,21 +285,34 @@ def _locked(path: Path, deadline: float) -> Iterator[None]:
 
 @contextmanager
 def working_copy(
-    version: str, target: str, deadline: float, on_step: Callable[[str], Any]
+    version: str,
+    target: str,
+    deadline: float,
+    on_step: Callable[[str], Any],
+    revision: str = "",
 ) -> Iterator[Workspace]:
     """Yield a private working copy of the version's and target's ImageBuilder,
     fetching and unpacking it first if the cache lacks it or upstream has a newer one.
-    The copy is removed afterwards."""
+    `revision` is the one the build asks for, if any: a cached ImageBuilder of another
+    revision is checked against upstream at once. The copy is removed afterwards."""
     folder = _cache_folder(version, target)
     folder.mkdir(parents=True, exist_ok=True)
     work = Path(settings.ASU_CACHE_DIR) / "work" / uuid.uuid4().hex
     try:
         # Copying under the lock too: a newer ImageBuilder never replaces one being copied.
         with _locked(folder / ".lock", deadline):
-            current = _current_imagebuilder(version, target, folder, deadline, on_step)
+            current = _current_imagebuilder(version, target, folder, deadline, on_step, revision)
             on_step(CONTAINER_SETUP)
             copy_tree(folder / current["dir"], work)
-        yield Workspace(path=work, revision=current["revision"], tarball=current["tarball"])
+            if not isinstance(current.get("info"), dict):
+                current = _remember_info(folder, current, work, deadline)
+        info = current.get("info")
+        yield Workspace(
+            path=work,
+            revision=current["revision"],
+            tarball=current["tarball"],
+            info=MakeResult(["make", "info"], 0, info["stdout"], info["stderr"]) if info else None,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -316,8 +336,13 @@ def remove_stale_working_copies(max_age: float) -> int:
 
 
 def _current_imagebuilder(
-    version: str, target: str, folder: Path, deadline: float, on_step: Callable[[str], Any]
-) -> dict[str, str]:
+    version: str,
+    target: str,
+    folder: Path,
+    deadline: float,
+    on_step: Callable[[str], Any],
+    revision: str = "",
+) -> dict[str, Any]:
     """The unpacked ImageBuilder to use, as recorded in the folder's current.json.
     Call with the folder's lock held."""
     try:
@@ -326,6 +351,10 @@ def _current_imagebuilder(
             current = None
     except (OSError, ValueError, KeyError, TypeError):
         current = None
+    if current and _recently_verified(current):
+        # An ImageBuilder without a revision is never compared with the requested one.
+        if not revision or not current["revision"] or current["revision"] == revision:
+            return current
 
     on_step(DOWNLOAD_IMAGEBUILDER)
     try:
@@ -342,6 +371,8 @@ def _current_imagebuilder(
     if name is None:
         raise BuildError(f"Upstream offers no ImageBuilder for {version} {target}")
     if current and current["tarball"] == name and current["sha256"] == sums[name]:
+        current = {**current, "checked_at": time.time()}
+        _replace_file(folder / CURRENT, json.dumps(current))
         return current
 
     tarball = folder / f".download-{name}"
@@ -362,7 +393,8 @@ def _current_imagebuilder(
             unpack(tarball, unpacked, deadline)
         except (tarfile.TarError, zstandard.ZstdError, OSError) as exc:
             raise BuildError(f"Could not unpack the ImageBuilder {name}: {exc}") from None
-        revision = _prime(unpacked, deadline)
+        info = _prime(unpacked, deadline)
+        revision = parse_make_info(info.stdout).revision
         final = revision or sums[name][:12]
         shutil.rmtree(folder / final, ignore_errors=True)  # same revision, rebuilt tarball
         unpacked.rename(folder / final)
@@ -370,7 +402,14 @@ def _current_imagebuilder(
         tarball.unlink(missing_ok=True)
         shutil.rmtree(unpacked, ignore_errors=True)
 
-    current = {"tarball": name, "sha256": sums[name], "revision": revision, "dir": final}
+    current = {
+        "tarball": name,
+        "sha256": sums[name],
+        "revision": revision,
+        "dir": final,
+        "checked_at": time.time(),
+        "info": {"stdout": info.stdout, "stderr": info.stderr},
+    }
     _replace_file(folder / CURRENT, json.dumps(current))
     # Older revisions go; builds that copied them keep their own links to the files.
     for old in folder.iterdir():
@@ -380,10 +419,19 @@ def _current_imagebuilder(
     return current
 
 
-def _prime(path: Path, deadline: float) -> str:
+def _recently_verified(current: dict[str, Any]) -> bool:
+    """True if upstream's sha256sums confirmed this ImageBuilder less than RECHECK_AFTER
+    seconds ago."""
+    checked_at = current.get("checked_at")
+    if not isinstance(checked_at, (int, float)):
+        return False
+    return 0 <= time.time() - checked_at < RECHECK_AFTER
+
+
+def _prime(path: Path, deadline: float) -> "MakeResult":
     """Run `make info` once in a freshly unpacked ImageBuilder, so its first-run files
-    (.profiles.mk, the prerequisite check) are made once for every build; return the
-    revision it reports."""
+    (.profiles.mk, the prerequisite check) are made once for every build; return that
+    run, whose output every build of this ImageBuilder reuses."""
     result = run_make(path, ["make", "info"], deadline)
     if result.returncode:
         raise BuildError(
@@ -391,7 +439,21 @@ def _prime(path: Path, deadline: float) -> str:
             result.stdout,
             result.stderr,
         )
-    return parse_make_info(result.stdout).revision
+    return result
+
+
+def _remember_info(
+    folder: Path, current: dict[str, Any], work: Path, deadline: float
+) -> dict[str, Any]:
+    """Add the `make info` output to a current.json written without it (by an earlier
+    version of this server), running it once in the fresh copy `work`. Call with the
+    folder's lock held. On failure nothing is recorded: the build runs it again itself."""
+    result = run_make(work, ["make", "info"], deadline)
+    if result.returncode:
+        return current
+    current = {**current, "info": {"stdout": result.stdout, "stderr": result.stderr}}
+    _replace_file(folder / CURRENT, json.dumps(current))
+    return current
 
 
 # Top folders whose files an ImageBuilder only reads: host tools, target recipes,

@@ -3,6 +3,7 @@ process for the many outcomes, and in a real Celery worker for claiming, signatu
 timeouts and concurrency."""
 
 import os
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -16,6 +17,7 @@ from django.utils import timezone
 from builds import imagebuilder as ib
 from builds.models import Build
 from builds.tasks import build, expire_builds
+from tests.fixtures.mirror import build_mirror
 
 REVISION_24_10 = "r28597-0425664679"
 
@@ -137,6 +139,39 @@ def test_it_refuses_a_revision_other_than_the_requested_one(upstream, db):
 
 def test_it_accepts_the_requested_revision(upstream, db):
     assert run(queue_build(version_code=REVISION_24_10)).status == "done"
+
+
+def test_it_fetches_the_requested_revision_when_upstream_just_got_it(
+    upstream, settings, mirror_copy, db
+):
+    copy, url = mirror_copy
+    settings.ASU_UPSTREAM_URL = url
+    _warm_cache("SNAPSHOT", "x86/64")
+    build_mirror(copy, snapshot_revision="r33333-abcdef0123")
+    row = run(
+        queue_build(
+            version="SNAPSHOT", target="x86/64", profile="generic", version_code="r33333-abcdef0123"
+        )
+    )
+    assert row.status == "done", row.detail
+    assert row.result["version_code"] == "r33333-abcdef0123"
+
+
+def test_it_lists_profiles_once_per_imagebuilder_not_once_per_build(upstream, settings, db):
+    _warm_cache("24.10.1", "ath79/generic")
+    (cached,) = Path(settings.ASU_CACHE_DIR).glob("24.10.1/ath79/generic/r*/Makefile")
+    cached.write_text(cached.read_text().replace("$(STANDIN) info", "exit 1"))
+    row = run(queue_build(packages=["luci"]))
+    assert row.status == "done", row.detail
+
+
+def test_it_logs_how_long_each_step_took(upstream, db, caplog):
+    caplog.set_level("INFO", logger="builds.tasks")
+    row = run(queue_build(packages=["luci"]))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Build ")]
+    assert line.startswith(f"Build {row.pk} done in ")
+    for step in ("download_imagebuilder", "validate_manifest", "building_image", "finish"):
+        assert re.search(rf"[(,]\s?{step} \d+\.\d{{3}} s[,)]", line), line
 
 
 def test_it_reports_packages_that_exceed_the_device_storage(upstream, db):

@@ -3,6 +3,7 @@ an ImageBuilder, running make. Parsers are fed the real output formats of
 openwrt-formats.md; the rest runs against the test mirror's stand-in ImageBuilder."""
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -424,8 +425,54 @@ def test_it_unpacks_an_imagebuilder_once_and_gives_each_build_a_copy(
     assert [p.name for p in cached if p.is_dir() and not p.name.startswith(".")] == [first.revision]
 
 
+def test_it_keeps_the_first_make_info_for_every_copy(upstream, settings, release_target, db):
+    version, target = release_target
+    deadline = time.monotonic() + 120
+    with ib.working_copy(version, target, deadline, lambda step: None) as workspace:
+        rerun = ib.run_make(workspace.path, ["make", "info"], deadline)
+        assert workspace.info is not None
+        assert (workspace.info.returncode, workspace.info.stdout) == (0, rerun.stdout)
+        assert ib.parse_make_info(workspace.info.stdout).revision == workspace.revision
+
+
+def test_it_runs_make_info_once_for_a_cache_that_lacks_its_output(
+    upstream, settings, release_target, db
+):
+    """current.json written by an earlier version of the server has no `make info` output."""
+    version, target = release_target
+    deadline = time.monotonic() + 120
+    with ib.working_copy(version, target, deadline, lambda step: None) as first:
+        expected = first.info.stdout
+    current = Path(settings.ASU_CACHE_DIR) / version / target / ib.CURRENT
+    older = {k: v for k, v in json.loads(current.read_text()).items() if k != "info"}
+    current.write_text(json.dumps(older))
+    with ib.working_copy(version, target, deadline, lambda step: None) as second:
+        assert second.info.stdout == expected
+    assert json.loads(current.read_text())["info"]["stdout"] == expected
+
+
+def test_it_asks_upstream_again_only_after_a_while(
+    upstream, settings, mirror_copy, release_target, db
+):
+    copy, url = mirror_copy
+    settings.ASU_UPSTREAM_URL = url
+    version, target = release_target
+    deadline = time.monotonic() + 120
+    steps: list[str] = []
+    with ib.working_copy(version, target, deadline, steps.append):
+        pass
+    assert ib.DOWNLOAD_IMAGEBUILDER in steps
+    # Damaged upstream checksums would stop a build that asked upstream.
+    sums = copy / ib.version_path(version) / "targets" / target / "sha256sums"
+    sums.write_text(sums.read_text() + "0" * 64 + " *an-added-file\n")
+    steps.clear()
+    with ib.working_copy(version, target, deadline, steps.append) as workspace:
+        assert (workspace.path / "Makefile").is_file()
+    assert steps == [ib.CONTAINER_SETUP]
+
+
 def test_it_fetches_the_imagebuilder_again_when_upstream_has_a_new_one(
-    upstream, settings, mirror_copy, db
+    upstream, settings, mirror_copy, monkeypatch, db
 ):
     copy, url = mirror_copy
     settings.ASU_UPSTREAM_URL = url
@@ -433,16 +480,36 @@ def test_it_fetches_the_imagebuilder_again_when_upstream_has_a_new_one(
     with ib.working_copy("SNAPSHOT", "x86/64", deadline, lambda step: None) as before:
         old_revision = before.revision
     build_mirror(copy, snapshot_revision="r33333-abcdef0123")
+    with ib.working_copy("SNAPSHOT", "x86/64", deadline, lambda step: None) as meanwhile:
+        assert meanwhile.revision == old_revision  # verified moments ago
+    monkeypatch.setattr(ib, "RECHECK_AFTER", 0)
     steps: list[str] = []
     with ib.working_copy("SNAPSHOT", "x86/64", deadline, steps.append) as after:
         assert after.revision == "r33333-abcdef0123"
     assert old_revision != after.revision
     assert ib.UNPACK_IMAGEBUILDER in steps
     assert not (Path(settings.ASU_CACHE_DIR) / "SNAPSHOT" / "x86/64" / old_revision).exists()
+    info = json.loads((Path(settings.ASU_CACHE_DIR) / "SNAPSHOT/x86/64" / ib.CURRENT).read_text())
+    assert 'Current Revision: "r33333-abcdef0123"' in info["info"]["stdout"]
+
+
+def test_it_asks_upstream_at_once_for_a_revision_the_cache_lacks(
+    upstream, settings, mirror_copy, db
+):
+    copy, url = mirror_copy
+    settings.ASU_UPSTREAM_URL = url
+    deadline = time.monotonic() + 120
+    with ib.working_copy("SNAPSHOT", "x86/64", deadline, lambda step: None):
+        pass
+    build_mirror(copy, snapshot_revision="r33333-abcdef0123")
+    with ib.working_copy(
+        "SNAPSHOT", "x86/64", deadline, lambda step: None, revision="r33333-abcdef0123"
+    ) as workspace:
+        assert workspace.revision == "r33333-abcdef0123"
 
 
 def test_it_keeps_building_with_the_cached_imagebuilder_when_upstream_is_down(
-    upstream, settings, mirror_copy, release_target, db
+    upstream, settings, mirror_copy, release_target, monkeypatch, db
 ):
     copy, url = mirror_copy
     settings.ASU_UPSTREAM_URL = url
@@ -450,6 +517,7 @@ def test_it_keeps_building_with_the_cached_imagebuilder_when_upstream_is_down(
     deadline = time.monotonic() + 120
     with ib.working_copy(version, target, deadline, lambda step: None):
         pass
+    monkeypatch.setattr(ib, "RECHECK_AFTER", 0)  # so that the build asks upstream
     settings.ASU_UPSTREAM_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
     with ib.working_copy(version, target, deadline, lambda step: None) as workspace:
         assert (workspace.path / "Makefile").is_file()
