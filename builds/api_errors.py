@@ -1,4 +1,7 @@
-"""Every error of the API as the contract's JSON: integer `status` and a string `detail`."""
+"""Every error of the API as the contract's JSON: integer `status` and a string `detail`.
+
+DRF views (the package-changes API) get it through `exception_handler`; the plain build
+views call `flatten_errors` on the serializer's errors."""
 
 from typing import Any
 
@@ -8,7 +11,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
-def _flatten(detail: Any, prefix: str = "") -> list[str]:
+def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
     """Turn DRF's nested errors into sentences: "profile: This field is required.",
     "packages[3]: 'a b' is not a valid package name."."""
     if isinstance(detail, dict):
@@ -20,10 +23,10 @@ def _flatten(detail: Any, prefix: str = "") -> list[str]:
                 label = f"{prefix.removesuffix(': ')}[{key}]: "
             else:
                 label = f"{prefix}{key}: "
-            messages.extend(_flatten(value, label))
+            messages.extend(flatten_errors(value, label))
         return messages
     if isinstance(detail, list):
-        return [msg for item in detail for msg in _flatten(item, prefix)]
+        return [msg for item in detail for msg in flatten_errors(item, prefix)]
     return [f"{prefix}{detail}"]
 
 
@@ -33,12 +36,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.status_code = 422
-        detail = "; ".join(_flatten(exc.detail))
+        detail = "; ".join(flatten_errors(exc.detail))
     elif isinstance(exc, exceptions.ParseError):
         response.status_code = 422
         detail = f"Malformed request: {exc.detail}"
     else:
-        detail = "; ".join(_flatten(getattr(exc, "detail", str(exc))))
+        detail = "; ".join(flatten_errors(getattr(exc, "detail", str(exc))))
     response.data = {
         "status": response.status_code,
         "title": response.status_text,

@@ -37,15 +37,92 @@ def _name_field(max_length: int, **kwargs: Any) -> serializers.RegexField:
     )
 
 
-class PackageNameField(serializers.CharField):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=200, allow_blank=True, **kwargs)
+MAX_NAME_LENGTH = 200
+INVALID_VERSION = "is not a valid package version."
 
-    def to_internal_value(self, data: Any) -> str:
-        name = super().to_internal_value(data)
-        if name and not PACKAGE_RE.match(name):
-            raise serializers.ValidationError(f"{name!r} is not a valid package name.")
-        return name
+
+def _text(value: Any, invalid: str = "Not a valid string.") -> str:
+    """One list item or dict value as DRF's CharField takes it: a string, or a number
+    spelled as one, without surrounding blanks."""
+    if value is None:
+        raise serializers.ValidationError("This field may not be null.")
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise serializers.ValidationError(invalid)
+    text = str(value).strip()
+    if len(text) > MAX_NAME_LENGTH:
+        raise serializers.ValidationError(
+            f"Ensure this field has no more than {MAX_NAME_LENGTH} characters."
+        )
+    return text
+
+
+class PackageListField(serializers.Field):
+    """A list of package names, checked in one loop rather than by one DRF field per
+    name: a router sends 150 names and more, and DRF's field machinery costs 15 µs a name.
+    Errors read like DRF's ListField's: "packages[3]: 'a b' is not a valid package name."."""
+
+    default_error_messages = {
+        "not_a_list": 'Expected a list of items but got type "{input_type}".',
+        "max_length": f"Ensure this field has no more than {MAX_PACKAGES} elements.",
+    }
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, list):
+            self.fail("not_a_list", input_type=type(data).__name__)
+        names: list[str] = []
+        errors: dict[int, list[str]] = {}
+        fullmatch = PACKAGE_RE.fullmatch  # not match: "$" would let a trailing newline by
+        for index, item in enumerate(data):
+            # The usual item, a plain valid name, needs nothing more.
+            if type(item) is str and len(item) <= MAX_NAME_LENGTH and fullmatch(item):
+                names.append(item)
+                continue
+            try:
+                name = _text(item)
+                if name and not fullmatch(name):
+                    raise serializers.ValidationError(f"{name!r} is not a valid package name.")
+            except serializers.ValidationError as exc:
+                errors[index] = exc.detail
+            else:
+                names.append(name)
+        if errors:
+            raise serializers.ValidationError(errors)
+        if len(names) > MAX_PACKAGES:
+            self.fail("max_length")
+        return names
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return value
+
+
+class PackageVersionsField(serializers.Field):
+    """{package name: expected version}; the values are checked here in one loop, the
+    names by `validate_packages_versions`."""
+
+    default_error_messages = {
+        "not_a_dict": 'Expected a dictionary of items but got type "{input_type}".'
+    }
+
+    def to_internal_value(self, data: Any) -> dict[str, str]:
+        if not isinstance(data, dict):
+            self.fail("not_a_dict", input_type=type(data).__name__)
+        versions: dict[str, str] = {}
+        errors: dict[str, list[str]] = {}
+        for key, value in data.items():
+            try:
+                version = _text(value, invalid=INVALID_VERSION)
+                if not PACKAGE_VERSION_RE.match(version):
+                    raise serializers.ValidationError(INVALID_VERSION)
+            except serializers.ValidationError as exc:
+                errors[str(key)] = exc.detail
+            else:
+                versions[str(key)] = version
+        if errors:
+            raise serializers.ValidationError(errors)
+        return versions
+
+    def to_representation(self, value: dict[str, str]) -> dict[str, str]:
+        return value
 
 
 class BuildRequestSerializer(serializers.Serializer):
@@ -60,19 +137,8 @@ class BuildRequestSerializer(serializers.Serializer):
         error_messages={"invalid": "must look like 'ath79/generic'."},
     )
     profile = _name_field(128)
-    packages = serializers.ListField(
-        child=PackageNameField(), required=False, allow_null=True, max_length=MAX_PACKAGES
-    )
-    packages_versions = serializers.DictField(
-        child=serializers.RegexField(
-            PACKAGE_VERSION_RE,
-            max_length=200,
-            allow_blank=True,
-            error_messages={"invalid": "is not a valid package version."},
-        ),
-        required=False,
-        allow_null=True,
-    )
+    packages = PackageListField(required=False, allow_null=True)
+    packages_versions = PackageVersionsField(required=False, allow_null=True)
     diff_packages = serializers.BooleanField(required=False, allow_null=True, default=False)
     defaults = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, trim_whitespace=False
@@ -102,7 +168,7 @@ class BuildRequestSerializer(serializers.Serializer):
             return value
         if len(value) > MAX_PACKAGES:
             raise serializers.ValidationError(f"at most {MAX_PACKAGES} packages.")
-        bad = [name for name in value if not PACKAGE_RE.match(name) or len(name) > 200]
+        bad = [n for n in value if not PACKAGE_RE.match(n) or len(n) > MAX_NAME_LENGTH]
         if bad:
             raise serializers.ValidationError(f"{bad[0]!r} is not a valid package name.")
         return value

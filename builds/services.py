@@ -2,10 +2,15 @@
 
 `request_build()` normalises the request, resolves version, target and profile in the
 catalogue (refreshing a missing piece from upstream once), applies the package-change
-rules, computes the effective PACKAGES list, checks the package names in one query, and
-finds or creates the `Build` keyed by the hash of the effective request. Identical
-effective requests, however they are spelled, share one row; identical effective builds
-share one store folder (`bin_dir`).
+rules, computes the effective PACKAGES list, checks the package names (against this
+process's copy of the target's names), and finds or creates the `Build` keyed by the hash
+of the effective request. Identical effective requests, however they are spelled, share
+one row; identical effective builds share one store folder (`bin_dir`).
+
+What each process remembers between requests, each entry checked or keyed so that it is
+never served stale: the shortcut of a request seen before (checked by one prepared query
+per request), the package names of a target (keyed by its version's sync time), and the
+answers of finished builds (until they expire).
 """
 
 import functools
@@ -13,16 +18,20 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
-from datetime import timedelta
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import DEFERRED, Q
 from django.utils import timezone
 
+from asuproject.lib.prepared import fetch_prepared
 from builds.models import Build
 from packages.changes import apply_package_changes
 from packages.models import Package, PackageChange, PackageIndex
@@ -137,7 +146,7 @@ def request_build(
         "client": data["client"] or client_from_user_agent(user_agent) or None,
     }
     build, queued = _get_or_create_build(request_hash, bin_dir, echo, packages, rules)
-    if state is not None and state[:8] == _state_of(profile):
+    if state is not None and _parse_state(state)[:8] == _state_of(profile):
         branch_id = version.branch_id
         _remember(shortcut, (request_hash, profile.pk, branch_id, name, state))
     return build, queued
@@ -225,19 +234,25 @@ def effective_packages(
 
 
 def check_package_names(packages: list[str], target: Target, profile: Profile) -> None:
-    """Refuse names that none of the target's indexes has, in one query."""
+    """Refuse names that none of the target's indexes has: a set difference against
+    this process's copy of the names the target can install (`installable_names`),
+    or one query for a catalogue the sync did not write."""
     known = set(target.default_packages or []) | {
         p.lstrip("-") for p in profile.device_packages or []
     }
     names = {p for p in packages if not p.startswith("-")} - known - ALWAYS_AVAILABLE
     if not names:
         return
-    found = set(
-        Package.objects.for_target(target)
-        .filter(name__in=names)
-        .values_list("name", flat=True)
-        .distinct()
-    )
+    installable = installable_names(target)
+    if installable is not None:
+        found = names & installable
+    else:
+        found = set(
+            Package.objects.for_target(target)
+            .filter(name__in=names)
+            .values_list("name", flat=True)
+            .distinct()
+        )
     missing = sorted(names - found)
     if not missing:
         return
@@ -249,6 +264,38 @@ def check_package_names(packages: list[str], target: Target, profile: Profile) -
         f"Impossible package selection: missing ({', '.join(missing)})",
         unknown_packages=missing,
     )
+
+
+# Every write of a package index happens in a sync transaction that also moves its
+# version's `synced_at` (targets.sync._lock_and_bump), so the names a target can install
+# are the same for as long as (target, architecture, version.synced_at) is. A request
+# that read the old `synced_at` before a sync committed may fill the old key with new
+# names; no later request looks that key up, so nothing stale is ever served.
+INSTALLABLE_LIMIT = 64  # targets; the full catalogue's largest set is about 8 500 names
+_installable: dict[tuple, frozenset[str]] = {}
+_installable_lock = threading.Lock()
+
+
+def installable_names(target: Target) -> frozenset[str] | None:
+    """Every package name `target` can install, read once per process and catalogue
+    generation. None when the version has no generation (rows not written by the sync,
+    as in tests that build the catalogue by hand): the caller asks the database."""
+    if not Target.version.is_cached(target) or target.version.synced_at is None:
+        return None
+    key = (target.pk, target.arch_packages, target.version.synced_at)
+    names = _installable.get(key)
+    if names is None:
+        names = frozenset(
+            Package.objects.for_target(target).values_list("name", flat=True).distinct()
+        )
+        with _installable_lock:
+            # One entry per target: an older generation is never asked for again.
+            for old in [k for k in _installable if k[0] == target.pk]:
+                del _installable[old]
+            if len(_installable) >= INSTALLABLE_LIMIT:
+                del _installable[next(iter(_installable))]  # the oldest entry
+            _installable[key] = names
+    return names
 
 
 def repository_allowed(url: str, allow_list: list[str]) -> bool:
@@ -278,14 +325,80 @@ def client_from_user_agent(user_agent: str) -> str:
     return ""
 
 
-def build_by_hash(request_hash: str) -> Build | None:
-    """The build clients poll, by its unique key.
+# The columns a status answer needs: these for a queued or running build ...
+STATUS_COLUMNS = (
+    "id",
+    "request_hash",
+    "status",
+    "imagebuilder_status",
+    "enqueued_at",
+    "finished_at",
+    "expires_at",
+)
+# ... and these too for a finished or failed one.
+RESULT_COLUMNS = (
+    "profile",
+    "bin_dir",
+    "detail",
+    "result",
+    "manifest",
+    "images",
+    "build_cmd",
+    "stdout",
+    "stderr",
+    "request",
+    "package_changes_applied",
+)
+_JSON_COLUMNS = frozenset(
+    {"result", "manifest", "images", "build_cmd", "request", "package_changes_applied"}
+)
+_TIME_COLUMNS = frozenset({"enqueued_at", "finished_at", "expires_at"})
+_ATTNAMES = [field.attname for field in Build._meta.concrete_fields]
 
-    Raw SQL because polls are the busiest request of all and compiling the ORM query
-    costs more than running it.
+
+def build_by_hash(request_hash: str, results: bool = True) -> Build | None:
+    """The build clients poll, by its unique key; without `results`, only its
+    STATUS_COLUMNS are read (the others are deferred).
+
+    A cursor, not the ORM: polls are the busiest request of all, and compiling a query,
+    or mapping the columns of a raw one, costs more than running it.
     """
-    rows = list(Build.objects.raw(_BY_HASH_SQL.format(Build._meta.db_table), [request_hash]))
-    return rows[0] if rows else None
+    columns = STATUS_COLUMNS + RESULT_COLUMNS if results else STATUS_COLUMNS
+    with connection.cursor() as cursor:
+        cursor.execute(_by_hash_sql(columns), [request_hash])
+        row = cursor.fetchone()
+    return _build_from_row(columns, row) if row else None
+
+
+@functools.cache
+def _by_hash_sql(columns: tuple[str, ...]) -> str:
+    return f"SELECT {', '.join(columns)} FROM {Build._meta.db_table} WHERE request_hash = %s"
+
+
+def _build_from_row(columns: tuple[str, ...], values: tuple) -> Build:
+    """A Build from the columns of a cursor row, converted as the ORM would; the
+    columns not read, and the result columns of a queued or running build, are deferred."""
+    row = dict(zip(columns, values, strict=True))
+    if row["status"] in (Build.Status.QUEUED, Build.Status.STARTED):
+        # Nothing but the status columns goes into its answer: decode none of the rest.
+        for column in RESULT_COLUMNS:
+            row.pop(column, None)
+    for column in _JSON_COLUMNS.intersection(row):
+        if isinstance(row[column], str | bytes):
+            row[column] = json.loads(row[column])  # PostgreSQL's jsonb and SQLite's text
+    for column in _TIME_COLUMNS.intersection(row):
+        if row[column] is not None:
+            row[column] = _aware(row[column])
+    return Build.from_db(
+        connection.alias, _ATTNAMES, [row.get(name, DEFERRED) for name in _ATTNAMES]
+    )
+
+
+def _aware(value: datetime | str) -> datetime:
+    """A datetime column as the ORM returns it: SQLite gives naive UTC text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def queue_position(build: Build) -> int:
@@ -301,7 +414,6 @@ def queue_position(build: Build) -> int:
         return cursor.fetchone()[0]
 
 
-_BY_HASH_SQL = "SELECT * FROM {} WHERE request_hash = %s"
 _POSITION_SQL = (
     "SELECT COUNT(*) FROM {} WHERE status = %s "
     "AND (enqueued_at < %s OR (enqueued_at = %s AND id < %s))"
@@ -316,11 +428,9 @@ def imagebuilder_step(build: Build) -> str:
 def _get_or_create_build(
     request_hash: str, bin_dir: str, echo: dict, packages: list[str], rules: list[dict]
 ) -> tuple[Build, bool]:
-    try:
-        build = Build.objects.get(request_hash=request_hash)
-    except Build.DoesNotExist:
-        pass
-    else:
+    # The result columns are not needed when this process has the answer already.
+    build = build_by_hash(request_hash, results=finished_answer(request_hash) is None)
+    if build is not None:
         if build.status != Build.Status.FAILED:
             return build, False
         try:
@@ -522,10 +632,11 @@ _shortcuts_lock = threading.Lock()
 
 
 @functools.cache
-def _state_sql(with_build: bool) -> str:
+def _state_sql(build_columns: tuple[str, ...] = ()) -> str:
     """Everything resolution depends on for one profile, read by both paths with the same
-    SQL so that the values compare alike on every database. Primary-key lookups and
-    scalar subqueries only: the statement is planned in a fraction of a millisecond.
+    SQL so that the values compare alike on every database, after the `build_columns`
+    of the build when there are any. Primary-key lookups and scalar subqueries only,
+    prepared once per connection (`fetch_prepared`).
     Parameters: branch id (4 times), profile name, [request hash], profile id."""
     branch = Branch._meta.db_table
     rules = PackageChange._meta.db_table
@@ -551,44 +662,65 @@ def _state_sql(with_build: bool) -> str:
         ]
     )
     tables = f"{Profile._meta.db_table} p, {Target._meta.db_table} t"
-    if with_build:
+    if build_columns:
+        selected = ", ".join(f"b.{column}" for column in build_columns)
         return (
-            f"SELECT b.*, {columns} FROM {Build._meta.db_table} b, {tables} "
+            f"SELECT {selected}, {columns} FROM {Build._meta.db_table} b, {tables} "
             "WHERE b.request_hash = %s AND p.id = %s AND t.id = p.target_id"
         )
     return f"SELECT {columns} FROM {tables} WHERE p.id = %s AND t.id = p.target_id"
 
 
-_STATE_NAMES = (
-    "s_revision",
-    "s_defaults",
-    "s_device",
-    "s_enabled",
-    "s_branch_off",
-    "s_order",
-    "s_snapshot",
-    "s_named",
-    "s_rules",
-    "s_rules_newest",
-)
-
-
-def shortcut_key(raw: object) -> str | None:
-    """A key for a raw request body, with the settings that validating it depends on."""
-    if not isinstance(raw, dict):
-        return None
-    body = {key: value for key, value in raw.items() if key != "client"}
-    limits = (
+def _limits() -> list:
+    """The settings that validating a request depends on."""
+    return [
         settings.ASU_ALLOW_DEFAULTS,
         settings.ASU_MAX_DEFAULTS_LENGTH,
         settings.ASU_MAX_ROOTFS_SIZE_MB,
         list(settings.ASU_REPOSITORY_ALLOW_LIST),
-    )
+    ]
+
+
+def shortcut_key(raw: object) -> str | None:
+    """A key for a parsed request body, with the settings that validating it depends on:
+    the same for every spelling of the same fields, whatever the client."""
+    if not isinstance(raw, dict):
+        return None
+    body = {key: value for key, value in raw.items() if key != "client"}
     try:
-        text = json.dumps([body, limits], sort_keys=True, separators=(",", ":"))
+        text = json.dumps([body, _limits()], sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
         return None
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+# A router sends the very same bytes each time it asks. Bytes that were valid once map to
+# their `shortcut_key`, which spares parsing and re-serialising the body on every repeat.
+_bodies: dict[str, str] = {}
+
+
+def body_key(body: bytes) -> str:
+    """A key for the bytes of a request body, with the settings (as `shortcut_key`)."""
+    limits = json.dumps(_limits(), separators=(",", ":")).encode()
+    return hashlib.blake2b(body + b"\0" + limits, digest_size=20).hexdigest()
+
+
+def known_body(key: str) -> str | None:
+    """The `shortcut_key` of a body whose bytes were answered before, if still known."""
+    shortcut = _bodies.get(key)
+    return shortcut if shortcut in _shortcuts else None
+
+
+def remember_body(key: str, shortcut: str | None) -> None:
+    """Note that the bytes under `key` are a valid request with this shortcut, once the
+    request was answered by its build."""
+    if shortcut is None or shortcut not in _shortcuts or key in _bodies:
+        return
+    with _shortcuts_lock:
+        if len(_bodies) >= SHORTCUT_LIMIT:
+            for old in list(_bodies)[: SHORTCUT_LIMIT // 10]:
+                del _bodies[old]
+        _bodies[key] = shortcut
 
 
 def known_build(raw: object, shortcut: str | None) -> Build | None:
@@ -598,30 +730,40 @@ def known_build(raw: object, shortcut: str | None) -> Build | None:
     known = _shortcuts.get(shortcut) if shortcut else None
     if known is None:
         return None
+    # `raw` is None for bytes that passed this check before (`known_body`).
     client = raw.get("client") if isinstance(raw, dict) else None
     if client is not None and not (isinstance(client, str) and len(client) <= 200):
         return None  # the serializer would refuse it
     request_hash, profile_id, branch_id, name, state = known
+    # The status columns suffice when this process has the finished build's answer.
+    columns = STATUS_COLUMNS
+    if finished_answer(request_hash) is None:
+        columns += RESULT_COLUMNS
     params = [branch_id] * 4 + [name, request_hash, profile_id]
-    rows = list(Build.objects.raw(_state_sql(True), params))
-    if not rows or _parse_state([getattr(rows[0], n) for n in _STATE_NAMES]) != state:
+    # Prepared: planning this statement costs more than running it (asuproject.lib.prepared).
+    rows = fetch_prepared(_state_sql(columns), params)
+    row = rows[0] if rows else None
+    # The state as the database returns it, compared without decoding anything.
+    if row is None or row[len(columns) :] != state:
         _shortcuts.pop(shortcut, None)
         return None
-    build = rows[0]
+    build = _build_from_row(columns, row[: len(columns)])
     return None if build.status == Build.Status.FAILED else build
 
 
 def forget_shortcuts() -> None:
-    """Drop this process's shortcuts (tests start from a clean slate)."""
+    """Drop what this process remembers between requests: the shortcuts, the answers of
+    finished builds and the package names (tests start from a clean slate)."""
     _shortcuts.clear()
+    _bodies.clear()
+    forget_answers()
+    _installable.clear()
 
 
 def _catalogue_state(profile: Profile, name: str) -> tuple | None:
     params = [profile.target.version.branch_id] * 4 + [name, profile.pk]
-    with connection.cursor() as cursor:
-        cursor.execute(_state_sql(False), params)
-        row = cursor.fetchone()
-    return _parse_state(row) if row else None
+    rows = fetch_prepared(_state_sql(), params)
+    return rows[0] if rows else None
 
 
 def _state_of(profile: Profile) -> tuple:
@@ -641,7 +783,8 @@ def _state_of(profile: Profile) -> tuple:
     )
 
 
-def _parse_state(values: list | tuple) -> tuple:
+def _parse_state(values: tuple) -> tuple:
+    """The state as the database returned it, decoded to compare with `_state_of`."""
     revision, defaults, device, enabled, branch_off, order, snapshot, named, rules, newest = values
     return (
         revision or "",
@@ -664,3 +807,67 @@ def _remember(shortcut: str, known: tuple[str, int, int, str, tuple]) -> None:
             for key in list(_shortcuts)[: SHORTCUT_LIMIT // 10]:
                 del _shortcuts[key]
         _shortcuts[shortcut] = known
+
+
+# Answers of finished builds -----------------------------------------------------------------
+#
+# A finished build's answer never changes: nothing writes a done row again, and
+# builds.tasks.expire_builds deletes it after its `expires_at`. So each process keeps the
+# answers it rendered (the view's bytes, opaque here) until then, within a memory budget,
+# the least recently used going first. Polls and repeated requests of a finished build
+# then read no result columns, or no row at all.
+
+ANSWER_CACHE_BYTES = 32 * 1024 * 1024
+_answers: OrderedDict[str, tuple[float, Any, int]] = OrderedDict()
+_answers_size = 0
+_answers_lock = threading.Lock()
+
+
+def finished_answer(request_hash: str) -> Any | None:
+    """The answer `keep_answer` stored for a finished build, unless it expired."""
+    entry = _answers.get(request_hash)
+    if entry is None:
+        return None
+    if time.time() >= entry[0]:
+        drop_answer(request_hash)
+        return None
+    with _answers_lock:
+        if request_hash in _answers:
+            _answers.move_to_end(request_hash)
+    return entry[1]
+
+
+def keep_answer(build: Build, answer: Any, size: int) -> None:
+    """Remember the answer of a finished build until the build expires; `size` is
+    what it weighs in bytes."""
+    global _answers_size
+    if build.status != Build.Status.DONE or build.expires_at is None:
+        return
+    expires = build.expires_at.timestamp()
+    if expires <= time.time() or size > ANSWER_CACHE_BYTES // 16:
+        return  # expired already; or one huge build log pushing out everything else
+    with _answers_lock:
+        old = _answers.pop(build.request_hash, None)
+        if old is not None:
+            _answers_size -= old[2]
+        while _answers and _answers_size + size > ANSWER_CACHE_BYTES:
+            _answers_size -= _answers.popitem(last=False)[1][2]
+        _answers[build.request_hash] = (expires, answer, size)
+        _answers_size += size
+
+
+def drop_answer(request_hash: str) -> None:
+    """Forget a kept answer: its build expired, or its row is no longer finished (deleted
+    and requested again)."""
+    global _answers_size
+    with _answers_lock:
+        old = _answers.pop(request_hash, None)
+        if old is not None:
+            _answers_size -= old[2]
+
+
+def forget_answers() -> None:
+    global _answers_size
+    with _answers_lock:
+        _answers.clear()
+        _answers_size = 0

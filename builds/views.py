@@ -2,104 +2,176 @@
 
 Every answer is JSON with an integer `status` equal to the HTTP code and a string
 `detail`; the build endpoints also carry `X-Imagebuilder-Status` and `X-Queue-Position`.
+
+Plain Django views, not DRF's: these are the busiest requests of the server, and DRF's
+request wrapping, content negotiation and rendering cost more than the work itself. The
+serializer still checks the shape of new requests. A finished build's answer is rendered
+once per process and served as bytes until the build expires (`services.keep_answer`).
 """
 
 import json
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any
+from http import HTTPStatus
+from typing import Any, NamedTuple
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import View
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import exceptions
-from rest_framework.renderers import JSONRenderer
-from rest_framework.request import Request
-from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from builds.api_errors import flatten_errors
 from builds.models import Build
 from builds.serializers import BuildRequestSerializer
 from builds.services import (
+    RESULT_COLUMNS,
     BuildRejected,
+    body_key,
     build_by_hash,
+    drop_answer,
+    finished_answer,
     imagebuilder_step,
+    keep_answer,
+    known_body,
     known_build,
     queue_position,
+    remember_body,
     request_build,
     shortcut_key,
 )
 
 log = logging.getLogger(__name__)
 
-NOT_FOUND = {"status": 404, "title": "Not Found", "detail": "could not find provided request hash"}
 # The detail of a build that failed on packages names them, for auc's header.
 MISSING_PREFIX = "Impossible package selection: missing ("
 
 
-class JsonApiView(APIView):
-    """JSON in and out, no authentication, and JSON even for unexpected errors."""
+class Answer(NamedTuple):
+    """An answer of the build endpoints, ready to send."""
 
-    renderer_classes = [JSONRenderer]
-    parser_classes: list = []  # the body is read by `json_body`, whatever its Content-Type
-    authentication_classes: list = []
-    permission_classes: list = []
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, exceptions.APIException | Http404):
-            return super().handle_exception(exc)
-        # Clients parse every answer: never let Django's HTML error page through.
-        log.exception("unexpected error in %s", self.__class__.__name__)
-        return Response(
-            {"status": 500, "title": "Internal Server Error", "detail": "internal server error"},
-            status=500,
-        )
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    reason: str | None = None
 
 
-class BuildEndpoint(JsonApiView):
-    def finalize_response(
-        self, request: Request, response: Response, *args: Any, **kwargs: Any
-    ) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        # Errors raised before a build exists (422, 405 ...) still carry both headers.
-        if "X-Imagebuilder-Status" not in response:
-            response["X-Imagebuilder-Status"] = "failed"
-        if "X-Queue-Position" not in response:
-            response["X-Queue-Position"] = "0"
+class Malformed(Exception):
+    """A body that is not JSON: 422."""
+
+
+def _encode(data: dict) -> bytes:
+    # As DRF's JSONRenderer wrote it: compact, UTF-8.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def error_answer(status: int, detail: str, title: str | None = None, headers: tuple = ()) -> Answer:
+    """An error the contract's way; the build headers say `failed` and position 0."""
+    body = {"status": status, "title": title or HTTPStatus(status).phrase, "detail": detail}
+    return Answer(
+        status,
+        _encode(body),
+        (("X-Imagebuilder-Status", "failed"), ("X-Queue-Position", "0"), *headers),
+    )
+
+
+NOT_FOUND = Answer(
+    404,
+    _encode(
+        {"status": 404, "title": "Not Found", "detail": "could not find provided request hash"}
+    ),
+    (("X-Imagebuilder-Status", "failed"), ("X-Queue-Position", "0")),
+)
+INTERNAL_ERROR = error_answer(500, "internal server error")
+
+
+def respond(answer: Answer) -> HttpResponse:
+    response = HttpResponse(answer.body, content_type="application/json", status=answer.status)
+    if answer.reason:
+        response.reason_phrase = answer.reason
+    for name, value in answer.headers:
+        response.headers[name] = value
+    return response
+
+
+class JsonEndpoint(View):
+    """JSON in and out, no CSRF (no cookies are involved), and JSON even for wrong
+    methods and unexpected errors: clients parse every answer."""
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        return csrf_exempt(super().as_view(**initkwargs))
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except Exception:
+            log.exception("unexpected error in %s", self.__class__.__name__)
+            return respond(INTERNAL_ERROR)
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        response = respond(error_answer(405, f'Method "{request.method}" not allowed.'))
+        response["Allow"] = ", ".join(self._allowed_methods())
+        return response
+
+    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Preflights are answered by the CORS middleware; a bare OPTIONS lists the methods.
+        allowed = ", ".join(self._allowed_methods())
+        response = respond(error_answer(200, f"allowed methods: {allowed}", title="OK"))
+        response["Allow"] = allowed
         return response
 
 
-class BuildView(BuildEndpoint):
-    def post(self, request: Request) -> Response:
-        raw = json_body(request)
-        shortcut = shortcut_key(raw)
-        build = known_build(raw, shortcut)
-        if build is None:
-            serializer = BuildRequestSerializer(data=raw)
-            serializer.is_valid(raise_exception=True)
+class BuildView(JsonEndpoint):
+    def post(self, request: HttpRequest) -> HttpResponse:
+        """A request seen before takes the shortcut (one query); a new one is checked by
+        the serializer and the catalogue, then found or queued."""
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            return respond(error_answer(422, "Malformed request: the request body is too large"))
+        key = body_key(body)
+        shortcut = known_body(key)
+        # The same bytes as a request answered before: no need to parse them again.
+        found = known_build(None, shortcut) if shortcut else None
+        if found is None:
             try:
-                build, _queued = request_build(
+                raw = json_body(body)
+            except Malformed as exc:
+                return respond(error_answer(422, f"Malformed request: {exc}"))
+            shortcut = shortcut_key(raw)
+            found = known_build(raw, shortcut)
+        if found is None:
+            serializer = BuildRequestSerializer(data=raw)
+            if not serializer.is_valid():
+                return respond(error_answer(422, "; ".join(flatten_errors(serializer.errors))))
+            try:
+                found, _queued = request_build(
                     serializer.validated_data,
                     user_agent=request.headers.get("User-Agent", ""),
                     shortcut=shortcut,
                 )
             except BuildRejected as exc:
-                return rejected(exc)
-        return build_answer(build)
+                return respond(rejected(exc))
+        remember_body(key, shortcut)
+        return respond(status_answer(found))
 
 
-class BuildStatusView(BuildEndpoint):
-    def get(self, request: Request, request_hash: str) -> Response:
-        build = build_by_hash(request_hash)
-        if build is None:
-            return Response(NOT_FOUND, status=404)
-        return build_answer(build)
+class BuildStatusView(JsonEndpoint):
+    def get(self, request: HttpRequest, request_hash: str) -> HttpResponse:
+        """GET and HEAD: no query for a finished build this process answered before,
+        one for any other (two while queued, for the position)."""
+        answer = finished_answer(request_hash)
+        if answer is None:
+            found = build_by_hash(request_hash)
+            answer = NOT_FOUND if found is None else status_answer(found)
+        return respond(answer)
 
 
-class StatsView(JsonApiView):
-    def get(self, request: Request) -> Response:
-        return Response({"queue_length": Build.objects.queued().count()})
+class StatsView(JsonEndpoint):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        count = Build.objects.queued().count()
+        return HttpResponse(_encode({"queue_length": count}), content_type="application/json")
 
 
 @csrf_exempt
@@ -110,36 +182,52 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonRespon
     )
 
 
-def json_body(request: Request) -> Any:
+def json_body(body: bytes) -> Any:
     """The request body as JSON, whatever Content-Type it came with (auc sends text/json)."""
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise exceptions.ParseError("the request body is too large") from None
     if not body.strip():
         return {}
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise exceptions.ParseError(f"the body is not valid JSON: {exc}") from None
+        raise Malformed(f"the body is not valid JSON: {exc}") from None
 
 
-def rejected(exc: BuildRejected) -> Response:
-    response = Response(
-        {"status": exc.status, "title": exc.title, "detail": exc.detail}, status=exc.status
+def rejected(exc: BuildRejected) -> Answer:
+    headers = (("X-Unknown-Package", ", ".join(exc.unknown_packages)),)
+    answer = error_answer(
+        exc.status, exc.detail, title=exc.title, headers=headers if exc.unknown_packages else ()
     )
     if exc.status == 529:
-        response.reason_phrase = "Site is overloaded"
-    if exc.unknown_packages:
-        response["X-Unknown-Package"] = ", ".join(exc.unknown_packages)
-    return response
+        return answer._replace(reason="Site is overloaded")
+    return answer
 
 
-def build_answer(build: Build) -> Response:
-    """The build status: 202 queued or started, 200 done, 500 failed."""
+def status_answer(build: Build) -> Answer:
+    """The build status: 202 queued or started, 200 done, 500 failed. A finished build's
+    answer is kept for the next polls; `build` may hold only the status columns when
+    this process has kept it."""
+    finished = build.status == Build.Status.DONE
+    if finished:
+        kept = finished_answer(build.request_hash)
+        if kept is not None:
+            return kept
+    else:
+        # A row deleted and requested anew: what this process kept for it is over.
+        drop_answer(build.request_hash)
+    if build.status in (Build.Status.DONE, Build.Status.FAILED):
+        missing = build.get_deferred_fields().intersection(RESULT_COLUMNS)
+        if missing:
+            build.refresh_from_db(fields=missing)
+    answer = _render(build)
+    if finished:
+        keep_answer(build, answer, len(answer.body))
+    return answer
+
+
+def _render(build: Build) -> Answer:
     common = {"request_hash": build.request_hash, "enqueued_at": _iso(build.enqueued_at)}
     position = 0
-    headers: dict[str, str] = {}
+    headers: list[tuple[str, str]] = []
 
     if build.status == Build.Status.QUEUED:
         position = queue_position(build)
@@ -183,11 +271,10 @@ def build_answer(build: Build) -> Response:
         }
         missing = _missing_packages(detail)
         if missing:
-            headers["X-Unknown-Package"] = missing
+            headers.append(("X-Unknown-Package", missing))
 
-    headers["X-Imagebuilder-Status"] = step
-    headers["X-Queue-Position"] = str(position)
-    return Response(body, status=body["status"], headers=headers)
+    headers += [("X-Imagebuilder-Status", step), ("X-Queue-Position", str(position))]
+    return Answer(body["status"], _encode(body), tuple(headers))
 
 
 def _missing_packages(detail: str) -> str:

@@ -3,21 +3,26 @@
 No request waits on upstream: everything comes from the ORM in a few queries. The
 package indexes, the largest documents, are cached under a key that holds the
 version's `synced_at`, which every sync write moves on, so a cached copy is never
-served after the catalogue changed.
+served after the catalogue changed. overview.json, branches.json and latest.json are
+kept per process under a generation of the catalogue and the package-change rules,
+read in one query.
 """
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.views.decorators.http import require_safe
 
+from asuproject.lib.prepared import fetch_prepared
 from packages.changes import published_changes
-from packages.models import Package, PackageIndex
+from packages.models import Package, PackageChange, PackageIndex
 from targets.models import Branch, Profile, Target, Version
 from targets.sync import newest_first, version_sort_key
 
@@ -85,34 +90,95 @@ def latest_versions(branches: list[dict]) -> list[str]:
     return newest_first(latest)
 
 
+# The three documents change only when the catalogue, a branch or a package-change rule
+# does. One query reads a generation of all three; the rendered bytes are kept per process
+# under it, so an edit in the admin or a sync shows in the next answer.
+
+
+def catalogue_generation() -> tuple | None:
+    """What overview.json, branches.json and latest.json depend on, in one prepared query:
+    every branch row (the admin edits them), the versions' and targets' counts and newest
+    ids and sync times (every sync write moves `Version.synced_at`), and the package-change
+    rules' counts and newest edit. None when some version was not written by the sync:
+    then the documents are built anew each time."""
+    rows = fetch_prepared(_generation_sql())
+    if rows and rows[0][9] != rows[0][10]:  # the versions' COUNT(*) and COUNT(synced_at)
+        return None
+    return tuple(tuple(str(value) for value in row) for row in rows)
+
+
+@functools.cache
+def _generation_sql() -> str:
+    version, target = Version._meta.db_table, Target._meta.db_table
+    rules, order = PackageChange._meta.db_table, connection.ops.quote_name("order")
+    return (
+        f"SELECT b.id, b.name, b.path, b.snapshot, b.enabled, b.branch_off_rev, b.{order}, "
+        f"(SELECT MAX(id) FROM {version}), (SELECT MAX(synced_at) FROM {version}), "
+        f"(SELECT COUNT(*) FROM {version}), (SELECT COUNT(synced_at) FROM {version}), "
+        f"(SELECT COUNT(*) FROM {target}), (SELECT MAX(id) FROM {target}), "
+        f"(SELECT COUNT(*) FROM {rules}), (SELECT COUNT(*) FROM {rules} WHERE enabled), "
+        f"(SELECT MAX(updated_at) FROM {rules}) "
+        f"FROM {Branch._meta.db_table} b ORDER BY b.id"
+    )
+
+
+_documents: dict[str, tuple[tuple, bytes]] = {}
+
+
+def _catalogue_document(name: str, build: Callable[[], object]) -> HttpResponse:
+    """The JSON of `build()`, kept under the catalogue generation and the settings the
+    documents show."""
+    generation = catalogue_generation()
+    key = (
+        generation,
+        settings.ASU_UPSTREAM_URL,
+        settings.ASU_SERVER_VERSION,
+        settings.ASU_CONTACT,
+        settings.ASU_ALLOW_DEFAULTS,
+        tuple(settings.ASU_REPOSITORY_ALLOW_LIST),
+        settings.ASU_MAX_ROOTFS_SIZE_MB,
+        settings.ASU_MAX_DEFAULTS_LENGTH,
+    )
+    kept = _documents.get(name)
+    if generation is not None and kept is not None and kept[0] == key:
+        body = kept[1]
+    else:
+        body = json.dumps(build(), separators=(",", ":")).encode()
+        if generation is not None:
+            _documents[name] = (key, body)
+    return HttpResponse(body, content_type="application/json")
+
+
+def _overview() -> dict:
+    branches = catalogue_branches()
+    return {
+        "latest": latest_versions(branches),
+        "branches": {branch["name"]: branch for branch in branches},
+        "upstream_url": settings.ASU_UPSTREAM_URL,
+        "server": {
+            "version": settings.ASU_SERVER_VERSION,
+            "contact": settings.ASU_CONTACT,
+            "allow_defaults": settings.ASU_ALLOW_DEFAULTS,
+            "repository_allow_list": settings.ASU_REPOSITORY_ALLOW_LIST,
+            "max_custom_rootfs_size_mb": settings.ASU_MAX_ROOTFS_SIZE_MB,
+            "max_defaults_length": settings.ASU_MAX_DEFAULTS_LENGTH,
+        },
+    }
+
+
 @require_safe
 def overview(request: HttpRequest) -> HttpResponse:
-    branches = catalogue_branches()
-    return _json(
-        {
-            "latest": latest_versions(branches),
-            "branches": {branch["name"]: branch for branch in branches},
-            "upstream_url": settings.ASU_UPSTREAM_URL,
-            "server": {
-                "version": settings.ASU_SERVER_VERSION,
-                "contact": settings.ASU_CONTACT,
-                "allow_defaults": settings.ASU_ALLOW_DEFAULTS,
-                "repository_allow_list": settings.ASU_REPOSITORY_ALLOW_LIST,
-                "max_custom_rootfs_size_mb": settings.ASU_MAX_ROOTFS_SIZE_MB,
-                "max_defaults_length": settings.ASU_MAX_DEFAULTS_LENGTH,
-            },
-        }
-    )
+    return _catalogue_document("overview", _overview)
 
 
 @require_safe
 def branches(request: HttpRequest) -> HttpResponse:
-    return _json(catalogue_branches())
+    return _catalogue_document("branches", catalogue_branches)
 
 
 @require_safe
 def latest(request: HttpRequest) -> HttpResponse:
-    return _json({"latest": latest_versions(catalogue_branches())})
+    return _catalogue_document("latest", lambda: {"latest": latest_versions(catalogue_branches())})
 
 
 # Per version and target ------------------------------------------------------------------
@@ -126,7 +192,9 @@ def _version_matches(directory: str) -> Q:
 
 def _find_version(directory: str) -> Version | None:
     candidates = Version.objects.filter(_version_matches(directory), branch__enabled=True)
-    return next((v for v in candidates.select_related("branch") if v.path == directory), None)
+    # No ordering: the path picks one, and the default ordering's joins cost more than the query.
+    candidates = candidates.select_related("branch").order_by()
+    return next((v for v in candidates if v.path == directory), None)
 
 
 def _find_target(directory: str, target: str) -> Target | None:
@@ -134,10 +202,9 @@ def _find_target(directory: str, target: str) -> Target | None:
     candidates = Target.objects.filter(name=target, version__branch__enabled=True).filter(
         Q(version__name=directory.rsplit("/", 1)[-1]) | Q(version__branch__path=directory)
     )
-    return next(
-        (t for t in candidates.select_related("version__branch") if t.version.path == directory),
-        None,
-    )
+    # No ordering: the path picks one, and the default ordering's joins cost more than the query.
+    candidates = candidates.select_related("version__branch").order_by()
+    return next((t for t in candidates if t.version.path == directory), None)
 
 
 def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | None:
@@ -156,18 +223,36 @@ def _generation(version: Version) -> str:
     return version.synced_at.isoformat() if version.synced_at else "-"
 
 
+@functools.cache
+def _locate_sql() -> str:
+    return (
+        f"SELECT t.id, t.arch_packages, v.synced_at, v.name, br.path "
+        f"FROM {Target._meta.db_table} t, {Version._meta.db_table} v, "
+        f"{Branch._meta.db_table} br "
+        "WHERE t.version_id = v.id AND v.branch_id = br.id AND br.enabled AND t.name = %s "
+        "AND (v.name = %s OR br.path = %s)"
+    )
+
+
 @require_safe
 def target_index(request: HttpRequest, directory: str, target: str, subtarget: str) -> HttpResponse:
-    """index.json of a target: its own packages and kmods, {name: version}."""
-    found = _find_target(directory, f"{target}/{subtarget}")
+    """index.json of a target: its own packages and kmods, {name: version}.
+
+    owut and auc fetch it on every upgrade check: one prepared query finds the target and
+    its version's generation, and the document comes from the cache."""
+    name = f"{target}/{subtarget}"
+    rows = fetch_prepared(_locate_sql(), [name, directory.rsplit("/", 1)[-1], directory])
+    found = next((r for r in rows if r[4].format(version=r[3]) == directory), None)
     if found is None:
-        return _not_found(f"unknown version folder or target: {directory} {target}/{subtarget}")
+        return _not_found(f"unknown version folder or target: {directory} {name}")
+    pk, arch, synced_at = found[:3]
+    generation = str(synced_at).replace(" ", "T") if synced_at else "-"  # a datetime, or text
     body = _cached_document(
-        f"asu:target-index:{found.pk}:{_generation(found.version)}",
+        f"asu:target-index:{pk}:{generation}",
         lambda: {
-            "architecture": found.arch_packages,
+            "architecture": arch,
             "packages": dict(
-                Package.objects.of_target(found)
+                Package.objects.of_target(Target(pk=pk))
                 .order_by("name", "index_id")
                 .values_list("name", "version")
             ),

@@ -1,7 +1,10 @@
 """POST /api/v1/build, GET and HEAD /api/v1/build/{hash}, GET /api/v1/stats: the contract's
 answers, status codes, headers and error classes."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from builds.models import Build
 from builds.services import forget_shortcuts
@@ -486,9 +489,13 @@ def test_a_repeated_post_is_one_query(client, django_assert_num_queries):
     finish(Build.objects.get(request_hash=post(client, body).json()["request_hash"]))
 
     with django_assert_num_queries(1):
-        response = post(client, {**body, "client": "luci/1.2.3"})
+        first = post(client, {**body, "client": "luci/1.2.3"})
+    # The answer is kept now: the query reads only the status and the catalogue state.
+    with django_assert_num_queries(1):
+        again = post(client, body)
 
-    assert response.status_code == 200
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
 
 
 def test_a_first_post_of_a_known_build_is_a_handful_of_queries(
@@ -504,7 +511,9 @@ def test_a_first_post_of_a_known_build_is_a_handful_of_queries(
     assert response.status_code == 200
 
 
-def test_a_poll_is_one_query_and_two_when_queued(client, django_assert_num_queries):
+def test_a_poll_is_one_query_two_when_queued_and_none_once_finished(
+    client, django_assert_num_queries
+):
     request_hash = post(client, ARCHER).json()["request_hash"]
 
     with django_assert_num_queries(2):
@@ -512,5 +521,47 @@ def test_a_poll_is_one_query_and_two_when_queued(client, django_assert_num_queri
     finish(Build.objects.get(request_hash=request_hash))
     with django_assert_num_queries(1):
         assert client.head(f"/api/v1/build/{request_hash}").status_code == 200
+    with django_assert_num_queries(0):
+        get = client.get(f"/api/v1/build/{request_hash}")
+        head = client.head(f"/api/v1/build/{request_hash}")
+
+    assert get.status_code == head.status_code == 200
+    assert get.json()["manifest"] == {"base-files": "1655-r1", "luci": "25.100-r1"}
+    assert head["X-Imagebuilder-Status"] == "done"
+    assert head["X-Queue-Position"] == "0"
+    assert head.content == b""
+
+
+def test_a_kept_answer_is_the_answer_the_database_gives(client):
+    request_hash = post(client, {**ARCHER, "packages": ["luci"]}).json()["request_hash"]
+    finish(Build.objects.get(request_hash=request_hash))
+
+    kept = client.get(f"/api/v1/build/{request_hash}")  # rendered and kept
+    forget_shortcuts()
+    fresh = client.get(f"/api/v1/build/{request_hash}")
+
+    assert kept.content == fresh.content
+    assert dict(kept.headers) == dict(fresh.headers)
+
+
+def test_an_expired_build_is_read_again(client, django_assert_num_queries):
+    request_hash = post(client, ARCHER).json()["request_hash"]
+    build = finish(Build.objects.get(request_hash=request_hash))
+    Build.objects.filter(pk=build.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert client.get(f"/api/v1/build/{request_hash}").status_code == 200
+
     with django_assert_num_queries(1):
         assert client.get(f"/api/v1/build/{request_hash}").status_code == 200
+
+
+def test_a_build_deleted_and_requested_again_is_not_answered_from_memory(client):
+    request_hash = post(client, ARCHER).json()["request_hash"]
+    finish(Build.objects.get(request_hash=request_hash))
+    assert client.get(f"/api/v1/build/{request_hash}").status_code == 200
+    Build.objects.filter(request_hash=request_hash).delete()
+
+    again = post(client, ARCHER)
+    poll = client.get(f"/api/v1/build/{request_hash}")
+
+    assert again.status_code == poll.status_code == 202
+    assert poll.json()["detail"] == "queued"

@@ -8,11 +8,13 @@ from datetime import timedelta
 import pytest
 import requests
 from django.conf import settings as django_settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from asuproject.celery import app
 from builds.models import Build
-from packages.models import PackageChange
+from packages.models import Package, PackageChange
 from targets.models import ProfileName
 from tests.builds.catalogue import add_packages, fail, finish, fresh_start, make_catalogue
 
@@ -222,6 +224,75 @@ def test_a_repeated_request_still_answers_malformed_fields_422(client, catalogue
     assert post(client, ARCHER).status_code == 202
 
     assert post(client, {**ARCHER, "client": "x" * 500}).status_code == 422
+
+
+def test_the_same_bytes_again_still_see_an_edited_rule(client, catalogue):
+    add_packages(catalogue["version"], "mips_24kc", ["old-tool", "new-tool"])
+    body = '{"version": "24.10.1", "target": "ath79/generic", "profile": "tplink_archer-c7-v5", '
+    body += '"packages": ["old-tool"]}'
+    first = client.post("/api/v1/build", body, content_type="application/json")
+    PackageChange.objects.create(
+        kind=PackageChange.Kind.RENAME, source="old-tool", target="new-tool"
+    )
+
+    again = client.post("/api/v1/build", body, content_type="application/json")
+
+    assert build_of(first).packages == ["old-tool"]
+    assert build_of(again).packages == ["new-tool"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_repeated_request_survives_a_pooler_that_forgets_prepared_statements(
+    client, settings, tmp_path, monkeypatch, caplog
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are a PostgreSQL matter")
+    monkeypatch.setattr("asuproject.lib.prepared._can_prepare", True)
+    fresh_start(settings, tmp_path)
+    make_catalogue()
+    first = post(client, ARCHER)  # remembers the request, prepares the state query
+    assert post(client, ARCHER).status_code == 202
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")  # what a new server session looks like
+
+    again = post(client, ARCHER)
+
+    assert again.status_code == 202
+    assert again.json()["request_hash"] == first.json()["request_hash"]
+    assert "prepared statements do not last" in caplog.text
+
+
+# Package names of a synced catalogue -------------------------------------------------------
+
+
+def _synced(version) -> None:
+    """Mark the version as the sync leaves it: with a generation."""
+    version.synced_at = timezone.now()
+    version.save()
+
+
+def test_a_synced_catalogue_reads_a_targets_package_names_once(client, catalogue):
+    _synced(catalogue["version"])
+    assert post(client, {**ARCHER, "packages": ["luci"]}).status_code == 202
+
+    with CaptureQueriesContext(connection) as queries:
+        missing = post(client, {**ARCHER, "packages": ["htop", "nope"]})
+        found = post(client, {**ARCHER, "packages": ["tcpdump", "kmod-ath10k-ct"]})
+
+    assert missing.status_code == 400
+    assert missing.json()["detail"] == "Impossible package selection: missing (nope)"
+    assert found.status_code == 202
+    assert not [q for q in queries if f'"{Package._meta.db_table}"' in q["sql"]]
+
+
+def test_a_sync_that_adds_a_package_makes_it_known_at_once(client, catalogue):
+    _synced(catalogue["version"])
+    assert post(client, {**ARCHER, "packages": ["brand-new"]}).status_code == 400
+
+    add_packages(catalogue["version"], "mips_24kc", ["brand-new"])
+    _synced(catalogue["version"])  # as every sync write does
+
+    assert post(client, {**ARCHER, "packages": ["brand-new"]}).status_code == 202
 
 
 # Finished and failed builds ---------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 import pytest
 
-from targets.models import Branch, Version
+from packages.models import PackageChange
+from targets.models import Branch, Target, Version
 
 ORIGIN = {"HTTP_ORIGIN": "https://sysupgrade.example"}
 
@@ -114,12 +115,62 @@ def test_an_empty_catalogue_has_empty_documents(client, db):
     assert client.get("/json/v1/latest.json").json() == {"latest": []}
 
 
-def test_overview_takes_few_queries(client, synced, django_assert_max_num_queries):
-    # Branches and targets; then the package-change rules check whether their cached
-    # copy is current, once per listed branch (4), and load once (2).
+def test_overview_is_one_query_while_nothing_changes(client, synced, django_assert_num_queries):
+    first = client.get("/json/v1/overview.json")
+    with django_assert_num_queries(1):
+        again = client.get("/json/v1/overview.json")
+    assert again.content == first.content
+
+
+@pytest.mark.parametrize("path", ["/json/v1/overview.json", "/json/v1/branches.json"])
+def test_documents_show_a_branch_edit_at_once(client, synced, path):
+    client.get(path)
+    branch = Branch.objects.get(name="24.10")
+    branch.branch_off_rev = 27999
+    branch.save()
+
+    document = client.get(path).json()
+
+    listed = document["branches"].values() if "branches" in document else document
+    assert {b["name"]: b["branch_off_rev"] for b in listed}["24.10"] == 27999
+
+
+def test_documents_show_a_rule_edit_at_once(client, synced):
+    def snapshot_changes() -> list[dict]:
+        overview = client.get("/json/v1/overview.json").json()
+        return overview["branches"]["SNAPSHOT"]["package_changes"]
+
+    before = snapshot_changes()
+    rule = PackageChange.objects.create(
+        kind=PackageChange.Kind.RENAME, source="old-x", target="new-x", revision=1, publish=True
+    )
+    assert {"source": "old-x", "target": "new-x", "revision": 1, "mandatory": False} in (
+        snapshot_changes()
+    )
+    rule.target = "newer-x"
+    rule.save()
+    assert "newer-x" in [change.get("target") for change in snapshot_changes()]
+    PackageChange.objects.filter(pk=rule.pk).update(enabled=False)
+
+    assert snapshot_changes() == before
+
+
+def test_documents_show_a_new_target_at_once(client, synced):
+    assert "ramips/mt7621" not in client.get("/json/v1/branches.json").json()[2]["targets"]
+    Target.objects.create(
+        version=Version.objects.get(name="24.10.1"), name="ramips/mt7621", arch_packages="mipsel"
+    )
+
+    branches = client.get("/json/v1/branches.json").json()
+
+    assert branches[2]["targets"]["ramips/mt7621"] == "mipsel"
+
+
+def test_documents_show_the_settings_of_the_moment(client, synced, settings):
     client.get("/json/v1/overview.json")
-    with django_assert_max_num_queries(2 + 4):
-        client.get("/json/v1/overview.json")
+    settings.ASU_CONTACT = "someone@example.org"
+
+    assert client.get("/json/v1/overview.json").json()["server"]["contact"] == "someone@example.org"
 
 
 def test_documents_ignore_query_strings(client, synced):
