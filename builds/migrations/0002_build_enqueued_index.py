@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('builds', '0001_initial'),
+        ("builds", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='build',
-            index=models.Index(fields=['-enqueued_at'], name='build_enqueued_desc'),
+            model_name="build",
+            index=models.Index(fields=["-enqueued_at"], name="build_enqueued_desc"),
         ),
     ]
