@@ -249,6 +249,9 @@ def _build(row: Build, deadline: float, steps: StepTimes) -> dict:
         merged = ib.merge_profile(profiles_json, profile)
         images = merged.get("images") or []
         _check_images(images, bin_dir, request.get("filesystem"), run)
+        for image in images:
+            # Newer profiles.json files carry it; the pages show it for older ones too.
+            image.setdefault("size", (bin_dir / image["name"]).stat().st_size)
         steps.start("store_files")
         ib.store_files(bin_dir, row.bin_dir)
         steps.start("remove_working_copy")

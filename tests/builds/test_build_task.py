@@ -84,6 +84,7 @@ def test_it_builds_an_image_and_records_the_result(upstream, settings, db):
     sysupgrade = next(i for i in row.images if i["type"] == "sysupgrade")
     assert sysupgrade["filesystem"] == "squashfs"
     assert default_storage.exists(f"{row.bin_dir}/{sysupgrade['name']}")
+    assert sysupgrade["size"] == default_storage.size(f"{row.bin_dir}/{sysupgrade['name']}")
     assert default_storage.exists(f"{row.bin_dir}/profiles.json")
     assert row.started_at <= row.finished_at
     ttl = (row.expires_at - row.finished_at).total_seconds()
