@@ -110,20 +110,11 @@ class Server:
         self.start_worker()
 
     def start_web(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_dir / "web.log", "w")  # noqa: SIM115 - lives as long as the process
-        self.web = subprocess.Popen(
-            procfile_command("web", self.env),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.web, log_path = self._spawn("web")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.web.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{(self.log_dir / 'web.log').read_text()}")
+                raise RuntimeError(f"gunicorn exited:\n{log_path.read_text()}")
             try:
                 urllib.request.urlopen(f"{self.url}/api/v1/stats", timeout=2).read()
                 return
@@ -134,17 +125,7 @@ class Server:
         raise RuntimeError("gunicorn did not answer within 60 s")
 
     def start_worker(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / "worker.log"
-        log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
-        self.worker = subprocess.Popen(
-            procfile_command("worker", self.env),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.worker, log_path = self._spawn("worker")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.worker.poll() is not None:
@@ -153,6 +134,21 @@ class Server:
                 return
             time.sleep(0.2)
         raise RuntimeError("celery worker not ready within 60 s")
+
+    def _spawn(self, process: str) -> tuple[subprocess.Popen, Path]:
+        """Start the Procfile's `process` line, its output in logs/<process>.log."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{process}.log"
+        log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
+        popen = subprocess.Popen(
+            procfile_command(process, self.env),
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return popen, log_path
 
     def web_pids(self) -> list[int]:
         """gunicorn's master and its workers."""
