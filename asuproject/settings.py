@@ -154,7 +154,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "builds.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "asuproject.api_errors.exception_handler",
 }
 
 # Celery: Redis or RabbitMQ in production; by default a broker in a SQLite file.

@@ -43,29 +43,15 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 
 from asuproject.lib import usign
+from builds.models import Step
 from targets.models import Version
 from targets.upstream import NotFound, UpstreamError, fetch, upstream_url
 
 log = logging.getLogger(__name__)
 
-# The steps a build reports in `imagebuilder_status`; clients accept no other values.
-INIT = "init"
-DOWNLOAD_IMAGEBUILDER = "download_imagebuilder"
-UNPACK_IMAGEBUILDER = "unpack_imagebuilder"
-CONTAINER_SETUP = "container_setup"
-VALIDATE_REVISION = "validate_revision"
-VALIDATE_MANIFEST = "validate_manifest"
-CALCULATE_PACKAGES_HASH = "calculate_packages_hash"
-BUILDING_IMAGE = "building_image"
-SIGNING_IMAGES = "signing_images"
-DONE = "done"
-FAILED = "failed"
-
 OUTPUT_LIMIT = 64 * 1024  # characters of stdout and stderr kept with a build
 DEFAULTS_PATH = "etc/uci-defaults/99-asu-defaults"
 OFFICIAL_UPSTREAM = "https://downloads.openwrt.org"
-# Image types a router can flash with sysupgrade.
-SYSUPGRADE_TYPES = {"sysupgrade", "combined", "combined-efi", "sdcard"}
 # Only these come from the worker's environment into make's: proxies the feeds may need.
 PASSED_ENVIRONMENT = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY")
 CURRENT = "current.json"  # in a target's cache folder: which unpacked ImageBuilder is current
@@ -302,7 +288,7 @@ def working_copy(
         # Copying under the lock too: a newer ImageBuilder never replaces one being copied.
         with _locked(folder / ".lock", deadline):
             current = _current_imagebuilder(version, target, folder, deadline, on_step, revision)
-            on_step(CONTAINER_SETUP)
+            on_step(Step.CONTAINER_SETUP)
             copy_tree(folder / current["dir"], work)
             if not isinstance(current.get("info"), dict):
                 current = _remember_info(folder, current, work, deadline)
@@ -356,7 +342,7 @@ def _current_imagebuilder(
         if not revision or not current["revision"] or current["revision"] == revision:
             return current
 
-    on_step(DOWNLOAD_IMAGEBUILDER)
+    on_step(Step.DOWNLOAD_IMAGEBUILDER)
     try:
         sums = fetch_sha256sums(version, target)
     except UpstreamError as exc:
@@ -388,7 +374,7 @@ def _current_imagebuilder(
                 f"The downloaded ImageBuilder {name} does not match its checksum; "
                 "upstream may be updating, try again in a few minutes"
             )
-        on_step(UNPACK_IMAGEBUILDER)
+        on_step(Step.UNPACK_IMAGEBUILDER)
         try:
             unpack(tarball, unpacked, deadline)
         except (tarfile.TarError, zstandard.ZstdError, OSError) as exc:

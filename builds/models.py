@@ -4,10 +4,44 @@ from django.db import models
 from django.utils import timezone
 
 
-class BuildQuerySet(models.QuerySet):
-    def pending(self) -> "BuildQuerySet":
-        return self.filter(status__in=[Build.Status.QUEUED, Build.Status.STARTED])
+class Step:
+    """The steps a build reports in `imagebuilder_status`, as the clients spell them:
+    LuCI throws on any other value, so nothing else is ever reported."""
 
+    INIT = "init"
+    DOWNLOAD_IMAGEBUILDER = "download_imagebuilder"
+    UNPACK_IMAGEBUILDER = "unpack_imagebuilder"
+    CONTAINER_SETUP = "container_setup"
+    VALIDATE_REVISION = "validate_revision"
+    VALIDATE_MANIFEST = "validate_manifest"
+    CALCULATE_PACKAGES_HASH = "calculate_packages_hash"
+    BUILDING_IMAGE = "building_image"
+    SIGNING_IMAGES = "signing_images"
+    DONE = "done"
+    FAILED = "failed"
+
+    ALL = frozenset(
+        {
+            INIT,
+            DOWNLOAD_IMAGEBUILDER,
+            UNPACK_IMAGEBUILDER,
+            CONTAINER_SETUP,
+            VALIDATE_REVISION,
+            VALIDATE_MANIFEST,
+            CALCULATE_PACKAGES_HASH,
+            BUILDING_IMAGE,
+            SIGNING_IMAGES,
+            DONE,
+            FAILED,
+        }
+    )
+
+
+# Image types a router can flash with sysupgrade (profiles.json `images[].type`).
+SYSUPGRADE_TYPES = frozenset({"sysupgrade", "combined", "combined-efi", "sdcard"})
+
+
+class BuildQuerySet(models.QuerySet):
     def queued(self) -> "BuildQuerySet":
         return self.filter(status=Build.Status.QUEUED)
 

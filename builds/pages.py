@@ -15,8 +15,8 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
-from builds.models import Build
-from targets.models import Branch, Profile, Target, Version
+from builds.models import SYSUPGRADE_TYPES, Build
+from targets.models import Branch, Profile, Target, Version, newest_first, version_sort_key
 
 PAGE_SIZE = 50
 STDERR_TAIL_LINES = 80
@@ -50,7 +50,6 @@ REQUEST_FIELDS = (
     "client",
 )
 # Image types a router already running OpenWrt upgrades with (see the API contract).
-SYSUPGRADE_TYPES = {"sysupgrade", "combined", "combined-efi", "sdcard"}
 HEX = re.compile(r"^[0-9a-f]{8,64}$")
 
 
@@ -89,7 +88,7 @@ def build_list(request: HttpRequest) -> HttpResponse:
         "filters": filters,
         "filtered": any(filters.values()),
         "statuses": Build.Status.choices,
-        "versions": _sorted_versions(Version.objects.values_list("name", flat=True)),
+        "versions": newest_first(Version.objects.values_list("name", flat=True)),
         "targets": Target.objects.order_by("name").values_list("name", flat=True).distinct(),
     }
     return render(request, "builds/build_list.html", context)
@@ -126,7 +125,7 @@ def version_list(request: HttpRequest) -> HttpResponse:
     )
     for branch in branches:
         branch.version_rows = sorted(
-            branch.versions.all(), key=lambda v: _version_key(v.name), reverse=True
+            branch.versions.all(), key=lambda v: version_sort_key(v.name), reverse=True
         )
     return render(request, "builds/version_list.html", {"nav": "targets", "branches": branches})
 
@@ -199,7 +198,7 @@ def _enabled_branches() -> list[Branch]:
         )
     )
     for branch in branches:
-        branch.version_names = _sorted_versions(v.name for v in branch.versions.all())
+        branch.version_names = newest_first(v.name for v in branch.versions.all())
     return branches
 
 
@@ -222,17 +221,6 @@ def _filter_builds(builds: QuerySet[Build], filters: dict[str, str]) -> QuerySet
             match |= Q(request_hash__startswith=search.lower())
         builds = builds.filter(match)
     return builds
-
-
-def _version_key(name: str) -> tuple:
-    """Natural order, so 24.10.10 follows 24.10.9 and 24.10.0-rc6 precedes 24.10.0."""
-    base, _, rc = name.partition("-rc")
-    parts = tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", base) if p)
-    return (parts, int(rc) if rc.isdigit() else float("inf"))
-
-
-def _sorted_versions(names) -> list[str]:
-    return sorted(names, key=_version_key, reverse=True)
 
 
 def _duration(build: Build) -> timedelta | None:

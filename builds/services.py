@@ -32,10 +32,10 @@ from django.db.models import DEFERRED, Q
 from django.utils import timezone
 
 from asuproject.lib.prepared import fetch_prepared
-from builds.models import Build
+from builds.models import Build, Step
 from packages.changes import apply_package_changes
 from packages.models import Package, PackageChange, PackageIndex
-from targets.models import Branch, Profile, ProfileName, Target, Version
+from targets.models import Branch, Profile, ProfileName, Target, Version, profile_name_key
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,6 @@ ALWAYS_AVAILABLE = frozenset({"kernel", "libc", "libgcc", "libgcc1"})
 # A name that is not in the catalogue triggers at most one upstream refresh per this
 # many seconds, so that bogus requests cannot hammer the downloads server.
 REFRESH_THROTTLE_SECONDS = 60
-
-STEPS = frozenset(
-    {
-        "init",
-        "container_setup",
-        "validate_revision",
-        "validate_manifest",
-        "calculate_packages_hash",
-        "building_image",
-        "signing_images",
-        "done",
-        "failed",
-        "download_imagebuilder",
-        "unpack_imagebuilder",
-    }
-)
 
 
 class BuildRejected(Exception):
@@ -205,11 +189,6 @@ def _resolve(version: str, target: str, profile: str) -> tuple[Profile, bool]:
             "name: it may have been renamed or dropped. Use the profile name or board name "
             "listed in the target's profiles.json."
         )
-
-
-def profile_name_key(profile: str) -> str:
-    """A requested profile or board name as `ProfileName` stores it."""
-    return profile.replace(",", "_")
 
 
 def effective_packages(
@@ -422,7 +401,7 @@ _POSITION_SQL = (
 
 def imagebuilder_step(build: Build) -> str:
     """The step of a running build as the contract spells it; LuCI throws on anything else."""
-    return build.imagebuilder_status if build.imagebuilder_status in STEPS else "init"
+    return build.imagebuilder_status if build.imagebuilder_status in Step.ALL else Step.INIT
 
 
 def _get_or_create_build(
@@ -527,18 +506,11 @@ def _enqueue(build: Build) -> None:
 
 def _lookup_profile(version: str, target: str, wanted: str) -> Profile | None:
     """The hot path: one query from names to profile, target, version and branch."""
-    rows = list(
-        ProfileName.objects.filter(
-            profile__target__version__name=version, profile__target__name=target, name=wanted
-        )
-        .select_related("profile__target__version__branch")
-        .order_by("profile__name")[:8]
+    return (
+        Profile.objects.filter(target__version__name=version, target__name=target)
+        .select_related("target__version__branch")
+        .answering_to(wanted)
     )
-    if not rows:
-        return None
-    # A board name may alias several profiles; the profile of that exact name wins.
-    exact = [row.profile for row in rows if row.profile.name == wanted]
-    return exact[0] if exact else rows[0].profile
 
 
 def _only_generic_profile(target: Target) -> Profile | None:

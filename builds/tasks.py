@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from builds import imagebuilder as ib
-from builds.models import Build
+from builds.models import SYSUPGRADE_TYPES, Build, Step
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def build(self, pk: int) -> str:
         status=Build.Status.STARTED,
         started_at=timezone.now(),
         task_id=self.request.id or "",
-        imagebuilder_status=ib.INIT,
+        imagebuilder_status=Step.INIT,
     )
     if claimed != 1:
         log.info("Build %s is gone or taken by another worker", pk)
@@ -105,7 +105,7 @@ def _finish(pk: int, failed: bool, detail: str = "", **fields) -> None:
     # Only a row still STARTED: one the expiry sweep gave up on stays as it was left.
     Build.objects.filter(pk=pk, status=Build.Status.STARTED).update(
         status=Build.Status.FAILED if failed else Build.Status.DONE,
-        imagebuilder_status=ib.FAILED if failed else ib.DONE,
+        imagebuilder_status=Step.FAILED if failed else Step.DONE,
         finished_at=now,
         expires_at=now + timedelta(seconds=ttl),
         detail=f"Error: {detail}" if failed else "",
@@ -167,7 +167,7 @@ def _build(row: Build, deadline: float, steps: StepTimes) -> dict:
         network = ib.needs_network(workdir)
         files = ib.write_defaults(workdir, request["defaults"]) if request.get("defaults") else None
 
-        step(ib.VALIDATE_REVISION)
+        step(Step.VALIDATE_REVISION)
         # The output of the cache's first `make info`; listing profiles needs no network.
         run = workspace.info or ib.run_make(workdir, ["make", "info"], deadline)
         if run.returncode:
@@ -198,7 +198,7 @@ def _build(row: Build, deadline: float, steps: StepTimes) -> dict:
             }
             packages = ib.diff_packages(packages, defaults)
 
-        step(ib.VALIDATE_MANIFEST)
+        step(Step.VALIDATE_MANIFEST)
         run = ib.run_make(
             workdir,
             [
@@ -219,10 +219,10 @@ def _build(row: Build, deadline: float, steps: StepTimes) -> dict:
         if problem := ib.check_packages_versions(manifest, _expected_versions(row)):
             raise ib.BuildError(problem, run.stdout, run.stderr)
 
-        step(ib.CALCULATE_PACKAGES_HASH)
+        step(Step.CALCULATE_PACKAGES_HASH)
         extra_name = ib.packages_hash(manifest)
 
-        step(ib.BUILDING_IMAGE)
+        step(Step.BUILDING_IMAGE)
         bin_dir = workdir / "asu-bin"
         cmd = ib.image_command(
             profile,
@@ -306,7 +306,7 @@ def _check_images(images: list[dict], bin_dir: Path, filesystem: str | None, run
             )
     if filesystem and any("filesystem" in image for image in images):
         if not any(
-            image.get("filesystem") == filesystem and image.get("type") in ib.SYSUPGRADE_TYPES
+            image.get("filesystem") == filesystem and image.get("type") in SYSUPGRADE_TYPES
             for image in images
         ):
             raise ib.BuildError(
@@ -325,7 +325,7 @@ def expire_builds() -> int:
     lost = now - timedelta(seconds=_lost_after())
     Build.objects.filter(status=Build.Status.STARTED, started_at__lt=lost).update(
         status=Build.Status.FAILED,
-        imagebuilder_status=ib.FAILED,
+        imagebuilder_status=Step.FAILED,
         finished_at=now,
         expires_at=now + timedelta(seconds=settings.ASU_FAILURE_TTL),
         detail="Error: The build was interrupted on the server (its worker stopped)",

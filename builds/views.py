@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from builds.api_errors import flatten_errors
+from asuproject.api_errors import flatten_errors
 from builds.models import Build
 from builds.serializers import BuildRequestSerializer
 from builds.services import (

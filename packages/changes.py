@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from django.db.models import Count, Max, Q
 
 from packages.models import PackageChange
-from targets.models import Branch, Profile, ProfileName, Target, Version
+from targets.models import Branch, Profile, Target, Version
 
 log = logging.getLogger(__name__)
 
@@ -353,15 +353,11 @@ def find_scope(
     target_row.version = version_row
     if not profile:
         return version_row, target_row, None
-    wanted = profile.replace(",", "_")
-    names = ProfileName.objects.filter(target=target_row, name=wanted).select_related("profile")
-    found = sorted((row.profile for row in names), key=lambda p: (p.name != wanted, p.name))
-    if not found:
-        found = list(Profile.objects.filter(target=target_row, name=wanted))
+    found = Profile.objects.filter(target=target_row).answering_to(profile)
     if not found:
         raise UnknownScope(
             f"Unsupported profile: {profile}. {target} in {version} has no device of that "
             "name: use the profile name or board name of the target's profiles.json."
         )
-    found[0].target = target_row
-    return version_row, target_row, found[0]
+    found.target = target_row
+    return version_row, target_row, found

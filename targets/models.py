@@ -4,7 +4,31 @@ Rows are written by `targets.sync` from the downloads server and read by the JSO
 documents and by build validation. Maintainers only switch branches on and off.
 """
 
+import re
+from collections.abc import Iterable
+
 from django.db import models
+
+
+def version_sort_key(name: str) -> tuple:
+    """Sort key, newest first when sorted in reverse: releases by number, a final
+    release after its release candidates, the branch snapshot last."""
+    number, _, suffix = name.partition("-")
+    numbers = tuple(int(part) if part.isdigit() else 0 for part in number.split("."))
+    if name.endswith("SNAPSHOT"):
+        # Among snapshots (sorted only for steady output), the main one first.
+        return (0, numbers if suffix else (999999,))
+    if not suffix:
+        return (1, numbers, 1, ())
+    pieces = tuple(
+        (0, int(piece), "") if piece.isdigit() else (1, 0, piece)
+        for piece in re.findall(r"\d+|[^\d]+", suffix)
+    )
+    return (1, numbers, 0, pieces)
+
+
+def newest_first(names: Iterable[str]) -> list[str]:
+    return sorted(names, key=version_sort_key, reverse=True)
 
 
 class Branch(models.Model):
@@ -88,6 +112,21 @@ class Target(models.Model):
         return f"{kernel['version']}-{kernel['release']}-{kernel['vermagic']}"
 
 
+def profile_name_key(name: str) -> str:
+    """A profile id or board name as `ProfileName` stores it: "tplink,archer-c7-v5" and
+    "tplink_archer-c7-v5" are the same device."""
+    return name.replace(",", "_")
+
+
+class ProfileQuerySet(models.QuerySet):
+    def answering_to(self, name: str) -> "Profile | None":
+        """The profile of these whose id is `name` or whose supported devices include it
+        (one indexed query through `ProfileName`); the exact id wins over a device alias."""
+        key = profile_name_key(name)
+        candidates = list(self.filter(names__name=key).order_by("name")[:8])
+        return min(candidates, key=lambda profile: profile.name != key, default=None)
+
+
 class Profile(models.Model):
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="profiles")
     name = models.CharField(max_length=128)  # "tplink_archer-c7-v5"
@@ -98,6 +137,8 @@ class Profile(models.Model):
     images = models.JSONField(default=list, blank=True)
     # Every other key of the profile's entry (file_size_limits, ...).
     extra = models.JSONField(default=dict, blank=True)
+
+    objects = ProfileQuerySet.as_manager()
 
     class Meta:
         constraints = [

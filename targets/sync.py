@@ -27,7 +27,15 @@ from django.utils import timezone
 
 from packages.indexes import IndexRead, parse_feeds_conf, read_index, save_index
 from packages.models import PackageIndex
-from targets.models import Branch, Profile, ProfileName, Target, Version
+from targets.models import (
+    Branch,
+    Profile,
+    ProfileName,
+    Target,
+    Version,
+    newest_first,
+    version_sort_key,
+)
 from targets.upstream import Fetched, NotFound, UpstreamError, fetch, upstream_url
 
 logger = logging.getLogger(__name__)
@@ -107,27 +115,6 @@ class _Run:
 
 
 # Which versions exist ---------------------------------------------------------------
-
-
-def version_sort_key(name: str) -> tuple:
-    """Sort key, newest first when sorted in reverse: releases by number, a final
-    release after its release candidates, the branch snapshot last."""
-    number, _, suffix = name.partition("-")
-    numbers = tuple(int(part) if part.isdigit() else 0 for part in number.split("."))
-    if name.endswith("SNAPSHOT"):
-        # Among snapshots (sorted only for steady output), the main one first.
-        return (0, numbers if suffix else (999999,))
-    if not suffix:
-        return (1, numbers, 1, ())
-    pieces = tuple(
-        (0, int(piece), "") if piece.isdigit() else (1, 0, piece)
-        for piece in re.findall(r"\d+|[^\d]+", suffix)
-    )
-    return (1, numbers, 0, pieces)
-
-
-def newest_first(names: Iterable[str]) -> list[str]:
-    return sorted(names, key=version_sort_key, reverse=True)
 
 
 def branch_of(version_name: str, branches: Iterable[Branch]) -> Branch | None:

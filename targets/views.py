@@ -23,8 +23,7 @@ from django.views.decorators.http import require_safe
 from asuproject.lib.prepared import fetch_prepared
 from packages.changes import published_changes
 from packages.models import Package, PackageChange, PackageIndex
-from targets.models import Branch, Profile, Target, Version
-from targets.sync import newest_first, version_sort_key
+from targets.models import Branch, Profile, Target, Version, newest_first, version_sort_key
 
 CACHE_SECONDS = 24 * 3600  # the key changes with the data; this only bounds memory use
 
@@ -324,15 +323,7 @@ def profile_json(
     found = _find_target(directory, f"{target}/{subtarget}")
     if found is None:
         return _not_found(f"unknown version folder or target: {directory} {target}/{subtarget}")
-    # The id itself, or a board name ("tplink,archer-c7-v5") through ProfileName.
-    candidates = list(
-        Profile.objects.filter(target=found)
-        .filter(Q(name=profile) | Q(names__name=profile.replace(",", "_")))
-        .distinct()
-    )
-    chosen = next((p for p in candidates if p.name == profile), None) or next(
-        iter(candidates), None
-    )
+    chosen = Profile.objects.filter(target=found).answering_to(profile)
     if chosen is None:
         return _not_found(f"unknown profile {profile} of {found.version} {found.name}")
     return HttpResponse(

@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from packages.models import Package, PackageIndex
-from targets.models import Branch, Profile, ProfileName, Target, Version
-from targets.sync import branch_of, newest_first, sync_upstream
+from targets.models import Branch, Profile, ProfileName, Target, Version, newest_first
+from targets.sync import branch_of, sync_upstream
 from tests.targets.conftest import catalogue, edit_json, rewrite
 
 WRITES = ("INSERT", "UPDATE", "DELETE")

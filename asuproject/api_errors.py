@@ -1,14 +1,28 @@
 """Every error of the API as the contract's JSON: integer `status` and a string `detail`.
 
-DRF views (the package-changes API) get it through `exception_handler`; the plain build
-views call `flatten_errors` on the serializer's errors."""
+`error_body` is the one place that shape is written. DRF views get it through
+`exception_handler`; plain views answer with `error_response` or encode `error_body`
+themselves, and call `flatten_errors` on a serializer's errors."""
 
+from http import HTTPStatus
 from typing import Any
 
+from django.http import JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def error_body(status: int, detail: str, title: str | None = None) -> dict:
+    """The contract's error document: the HTTP code again as `status`, its phrase as
+    `title` unless given, and `detail` in words a router owner can act on."""
+    return {"status": status, "title": title or HTTPStatus(status).phrase, "detail": detail}
+
+
+def error_response(status: int, detail: str, title: str | None = None) -> JsonResponse:
+    """`error_body` as a Django response, for views that are not DRF's."""
+    return JsonResponse(error_body(status, detail, title), status=status)
 
 
 def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
@@ -42,9 +56,5 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         detail = f"Malformed request: {exc.detail}"
     else:
         detail = "; ".join(flatten_errors(getattr(exc, "detail", str(exc))))
-    response.data = {
-        "status": response.status_code,
-        "title": response.status_text,
-        "detail": detail,
-    }
+    response.data = error_body(response.status_code, detail, response.status_text)
     return response
