@@ -83,6 +83,22 @@ class Build(models.Model):
 
     objects = BuildQuerySet.as_manager()
 
+    # What a failed build queued again starts from: no trace of the last attempt.
+    QUEUED_AFRESH = {
+        "status": Status.QUEUED,
+        "imagebuilder_status": "",
+        "started_at": None,
+        "finished_at": None,
+        "expires_at": None,
+        "result": {},
+        "manifest": {},
+        "images": [],
+        "build_cmd": [],
+        "stdout": "",
+        "stderr": "",
+        "detail": "",
+    }
+
     class Meta:
         indexes = [
             # Serves the queue position and the pending-jobs limit.
@@ -96,3 +112,7 @@ class Build(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} {self.target} {self.profile} ({self.status})"
+
+    def reported_step(self) -> str:
+        """The step of a running build as the clients spell it (`Step.ALL`)."""
+        return self.imagebuilder_status if self.imagebuilder_status in Step.ALL else Step.INIT

@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 
 from builds.models import SYSUPGRADE_TYPES, Build
+from builds.queue import queue_position
 from targets.models import Branch, Profile, Target, Version, newest_first, version_sort_key
 
 PAGE_SIZE = 50
@@ -96,16 +97,12 @@ def build_list(request: HttpRequest) -> HttpResponse:
 
 def build_detail(request: HttpRequest, request_hash: str) -> HttpResponse:
     build = get_object_or_404(Build.objects.defer("stdout"), request_hash=request_hash)
-    queue_position = None
-    if build.status == Build.Status.QUEUED:
-        queue_position = (
-            Build.objects.queued().filter(enqueued_at__lt=build.enqueued_at).count() + 1
-        )
+    ahead = queue_position(build) if build.status == Build.Status.QUEUED else None
     context = {
         "nav": "builds",
         "build": build,
         "device": device_title(build.result.get("titles") if build.result else None),
-        "queue_position": queue_position,
+        "builds_ahead": ahead,
         "duration": _duration(build),
         "request_rows": _request_rows(build.request),
         "images": _image_rows(build),

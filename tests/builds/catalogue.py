@@ -7,8 +7,8 @@ from itertools import count
 from django.core.cache import cache
 from django.utils import timezone
 
+from builds.memory import memory
 from builds.models import Build
-from builds.services import forget_shortcuts
 from packages.models import Package, PackageIndex
 from targets.models import Branch, Profile, ProfileName, Target, Version
 
@@ -44,7 +44,7 @@ def fresh_start(settings=None, tmp_path=None) -> None:
     folder: a name missing from the catalogue is looked up there and not found, quickly
     and without the network."""
     cache.clear()
-    forget_shortcuts()
+    memory.clear()
     if settings is not None and tmp_path is not None:
         empty = tmp_path / "empty-upstream"
         empty.mkdir(exist_ok=True)

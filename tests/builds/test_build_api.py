@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from builds.memory import memory
 from builds.models import Build
-from builds.services import forget_shortcuts
 from targets.models import Target
 from tests.builds.catalogue import fail, finish, fresh_start, make_catalogue, start
 
@@ -503,7 +503,7 @@ def test_a_first_post_of_a_known_build_is_a_handful_of_queries(
 ):
     body = {**ARCHER, "packages": ["luci", "tcpdump"], "diff_packages": False}
     finish(Build.objects.get(request_hash=post(client, body).json()["request_hash"]))
-    forget_shortcuts()  # as in another server process
+    memory.clear()  # as in another server process
 
     with django_assert_max_num_queries(5):
         response = post(client, body)
@@ -537,7 +537,7 @@ def test_a_kept_answer_is_the_answer_the_database_gives(client):
     finish(Build.objects.get(request_hash=request_hash))
 
     kept = client.get(f"/api/v1/build/{request_hash}")  # rendered and kept
-    forget_shortcuts()
+    memory.clear()
     fresh = client.get(f"/api/v1/build/{request_hash}")
 
     assert kept.content == fresh.content

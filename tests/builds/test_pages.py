@@ -327,8 +327,8 @@ def test_build_detail_of_a_queued_build_shows_its_place_in_the_queue(client):
 
     response = client.get(f"/builds/{build.request_hash}/")
 
-    assert response.context["queue_position"] == 2
-    assert "position 2" in response.content.decode()
+    assert response.context["builds_ahead"] == 1
+    assert "1 build ahead of it" in response.content.decode()
 
 
 def test_build_detail_of_a_started_build_shows_its_step(client):
