@@ -2,8 +2,8 @@
 only machines use.
 
 They serve the admin and the pages. Under /api/, /json/ and /store/ no view reads a
-session, a user or a message, and none sets a cookie, yet the three cost a seventh of a
-build poll answered from memory (30 of some 210 µs in process). Django cannot enable
+session, a user or a message, and none sets a cookie, yet the three are a noticeable share
+of a build poll answered from memory. Django cannot enable
 middleware per URL, so each is subclassed to step aside on those paths; as subclasses
 they still satisfy the admin's system checks. CSRF protection stays as Django ships it:
 it costs little there (the views are exempt), and `check --deploy` looks for it by name.

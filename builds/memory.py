@@ -32,7 +32,7 @@ from targets.models import Branch, Profile, ProfileName, Target
 
 SHORTCUT_LIMIT = 20000
 ANSWER_CACHE_BYTES = 32 * 1024 * 1024
-INSTALLABLE_LIMIT = 64  # targets; the full catalogue's largest set is about 8 500 names
+INSTALLABLE_LIMIT = 64  # targets, each a set of some thousands of names
 
 
 class Shortcut(NamedTuple):
