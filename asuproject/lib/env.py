@@ -69,3 +69,12 @@ def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
             f"not {value!r}"
         )
     return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, compared without regard to case; returned as spelled there."""
+    value = env_str(name, default).strip()
+    for choice in choices:
+        if value.upper() == choice.upper():
+            return choice
+    raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
