@@ -1,5 +1,8 @@
 """Builds: one row per distinct effective build request."""
 
+import re
+from datetime import UTC
+
 from django.db import models
 from django.utils import timezone
 
@@ -37,6 +40,9 @@ class Step:
     )
 
 
+# A request hash, or any other long hexadecimal run that could name one.
+HEX_RUN = re.compile(r"\b[0-9a-fA-F]{16,}\b")
+
 # Image types a router can flash with sysupgrade (profiles.json `images[].type`).
 SYSUPGRADE_TYPES = frozenset({"sysupgrade", "combined", "combined-efi", "sdcard"})
 
@@ -44,6 +50,26 @@ SYSUPGRADE_TYPES = frozenset({"sysupgrade", "combined", "combined-efi", "sdcard"
 class BuildQuerySet(models.QuerySet):
     def queued(self) -> "BuildQuerySet":
         return self.filter(status=Build.Status.QUEUED)
+
+    def recent_failures(self, count: int) -> "BuildQuerySet":
+        """The `count` builds that failed last, newest first."""
+        failed = self.filter(status=Build.Status.FAILED, finished_at__isnull=False)
+        return failed.order_by("-finished_at", "-pk")[:count]
+
+    def error_log(self, count: int) -> str:
+        """The build-error log as openwrt/asu publishes it: a summary, then one line per
+        failure (`Build.error_line`), newest first."""
+        lines = [build.error_line() for build in self.recent_failures(count)]
+        if not lines:
+            return "No build errors recorded."
+        header = [
+            f"Build Errors: {len(lines)} entries",
+            f"Time range: {lines[-1][:19]} to {lines[0][:19]}",
+            "",
+            "Recent errors:",
+            "-" * 60,
+        ]
+        return "\n".join(header + lines)
 
 
 class Build(models.Model):
@@ -112,6 +138,14 @@ class Build(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version} {self.target} {self.profile} ({self.status})"
+
+    def error_line(self) -> str:
+        """One line for the build-error log: UTC time, version:target:profile and the
+        error on one line, cut to 200 characters, with request hashes masked (the log is
+        public; a hash would lead to the request and its defaults script)."""
+        moment = self.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        error = HEX_RUN.sub("<hash>", " ".join(self.detail.split()))[:200]
+        return f"{moment} {self.version}:{self.target}:{self.profile} {error}"
 
     def reported_step(self) -> str:
         """The step of a running build as the clients spell it (`Step.ALL`)."""

@@ -217,7 +217,7 @@ class BuildRequestSerializer(serializers.Serializer):
             "rootfs_size_mb": attrs.get("rootfs_size_mb"),
             "filesystem": attrs.get("filesystem") or None,
             "repositories": dict(attrs.get("repositories") or {}),
-            "repositories_mode": attrs.get("repositories_mode") or "append",
+            "repositories_mode": attrs.get("repositories_mode") or "replace",
             "repository_keys": [k for k in attrs.get("repository_keys") or [] if k],
             "client": attrs.get("client") or None,
         }

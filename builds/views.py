@@ -122,6 +122,22 @@ class StatsView(JsonEndpoint):
         return HttpResponse(encode({"queue_length": count}), content_type="application/json")
 
 
+ERROR_LOG_DEFAULT = 100
+ERROR_LOG_MAX = 1000
+
+
+class BuildErrorsView(JsonEndpoint):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        """GET /api/v1/build-errors?n=100: the latest failures as plain text."""
+        count = request.GET.get("n", str(ERROR_LOG_DEFAULT))
+        if not count.isdigit() or not 1 <= int(count) <= ERROR_LOG_MAX:
+            return error_response(
+                422, f"n must be a whole number from 1 to {ERROR_LOG_MAX}, not {count!r}"
+            )
+        text = Build.objects.error_log(int(count))
+        return HttpResponse(text + "\n", content_type="text/plain; charset=utf-8")
+
+
 @csrf_exempt
 def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """Any other path under /api/: JSON, even with DEBUG on."""

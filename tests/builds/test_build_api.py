@@ -378,6 +378,27 @@ def test_repositories_outside_the_allow_list_are_refused(client, settings, url):
     assert body["detail"] == f"Repository not allowed: {url}"
 
 
+def test_extra_repositories_replace_the_imagebuilders_feeds_unless_told(client, settings):
+    settings.ASU_REPOSITORY_ALLOW_LIST = ["https://feeds.example.org/openwrt"]
+    feeds = {"mine": "https://feeds.example.org/openwrt/mips_24kc/mine"}
+
+    unsaid = post(client, {**ARCHER, "packages": ["x"], "repositories": feeds})
+    replace = post(
+        client,
+        {**ARCHER, "packages": ["x"], "repositories": feeds, "repositories_mode": "replace"},
+    )
+    append = post(
+        client,
+        {**ARCHER, "packages": ["x"], "repositories": feeds, "repositories_mode": "append"},
+    )
+
+    assert Build.objects.get(request_hash=unsaid.json()["request_hash"]).request[
+        "repositories_mode"
+    ] == ("replace")
+    assert unsaid.json()["request_hash"] == replace.json()["request_hash"]
+    assert append.json()["request_hash"] != replace.json()["request_hash"]
+
+
 def test_no_repository_is_allowed_with_an_empty_allow_list(client):
     url = "https://downloads.openwrt.org/releases/24.10.1/packages/mips_24kc/base"
 
