@@ -5,8 +5,8 @@ one byte range, and never reach outside the store: names with `..`, hidden or em
 segments, absolute paths and symlinks leading out of the store folder are all 404.
 """
 
-import mimetypes
 import os
+import posixpath
 import re
 from collections.abc import Iterator
 from typing import IO
@@ -17,15 +17,15 @@ from django.http import (
     FileResponse,
     HttpRequest,
     HttpResponse,
-    JsonResponse,
     StreamingHttpResponse,
 )
+from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
+
+from asuproject.api_errors import error_response
 
 CHUNK_SIZE = 64 * 1024
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
-TEXT_FILES = re.compile(r"(\.manifest|\.txt|\.log|sha256sums|\.sig|\.asc)$")
-COMPRESSED = {"gzip": "application/gzip", "xz": "application/x-xz", "bzip2": "application/x-bzip2"}
 
 
 @csrf_exempt
@@ -33,21 +33,22 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "OPTIONS":
         return HttpResponse(headers={"Allow": "GET, HEAD, OPTIONS"})
     if request.method not in ("GET", "HEAD"):
-        return JsonResponse(
-            {"status": 405, "title": "Method Not Allowed", "detail": "the store is read-only"},
-            status=405,
-            headers={"Allow": "GET, HEAD, OPTIONS"},
-        )
+        response = error_response(405, "the store is read-only")
+        response["Allow"] = "GET, HEAD, OPTIONS"
+        return response
     storage = default_storage
     path = store_path(name)
     size = _size(storage, path) if path else None
     if size is None:
-        return JsonResponse(
-            {"status": 404, "title": "Not Found", "detail": f"no such file in the store: {name}"},
-            status=404,
-        )
+        return error_response(404, f"no such file in the store: {name}")
 
-    headers = {"Accept-Ranges": "bytes", "Content-Type": _content_type(path)}
+    headers = {
+        "Accept-Ranges": "bytes",
+        # Every file as opaque bytes, as openwrt/asu serves them: a browser or download
+        # helper must not unpack an .img.gz on the way, or the sha256 no longer matches.
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": content_disposition_header(True, posixpath.basename(path)),
+    }
     if request.method == "HEAD":
         # The length the GET would send, without opening the file.
         return HttpResponse(headers={**headers, "Content-Length": str(size)})
@@ -56,9 +57,9 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
     if wanted == "unsatisfiable":
         return HttpResponse(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
     if wanted is None:
-        response = FileResponse(storage.open(path, "rb"), content_type=headers["Content-Type"])
-        response["Content-Length"] = str(size)
-        response["Accept-Ranges"] = "bytes"
+        response = FileResponse(storage.open(path, "rb"))
+        for header, value in {**headers, "Content-Length": str(size)}.items():
+            response[header] = value
         return response
     start, end = wanted
     return StreamingHttpResponse(
@@ -140,13 +141,3 @@ def _read(file: IO[bytes], start: int, length: int) -> Iterator[bytes]:
             yield data
     finally:
         file.close()
-
-
-def _content_type(name: str) -> str:
-    if TEXT_FILES.search(name):
-        return "text/plain; charset=utf-8"
-    guessed, encoding = mimetypes.guess_type(name)
-    if encoding:
-        # Never Content-Encoding: the client must get the .gz exactly as signed.
-        return COMPRESSED.get(encoding, "application/octet-stream")
-    return guessed or "application/octet-stream"

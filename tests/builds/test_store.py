@@ -49,10 +49,30 @@ def test_head_gives_the_length_without_the_body(client, store):
     assert response.content == b""
 
 
-def test_text_files_are_text(client, store):
-    response = client.get("/store/0123abcd/openwrt.manifest")
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_every_file_is_opaque_bytes_to_download(client, store, method):
+    default_storage.save("0123abcd/openwrt-sysupgrade.img.gz", ContentFile(b"\x1f\x8b\x08gz"))
 
-    assert response["Content-Type"].startswith("text/plain")
+    for name in ("openwrt-sysupgrade.img.gz", "openwrt.manifest"):
+        response = getattr(client, method)(
+            f"/store/0123abcd/{name}", HTTP_ORIGIN="https://x.example"
+        )
+
+        assert response["Content-Type"] == "application/octet-stream"
+        assert response["Content-Disposition"] == f'attachment; filename="{name}"'
+        assert "Content-Encoding" not in response
+        assert response["Access-Control-Allow-Origin"] == "*"
+
+
+def test_a_range_of_a_compressed_image_keeps_its_type(client, store):
+    default_storage.save("0123abcd/openwrt-sysupgrade.img.gz", ContentFile(b"\x1f\x8b\x08gz"))
+
+    response = client.get("/store/0123abcd/openwrt-sysupgrade.img.gz", HTTP_RANGE="bytes=1-2")
+
+    assert response.status_code == 206
+    assert b"".join(response.streaming_content) == b"\x8b\x08"
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"] == 'attachment; filename="openwrt-sysupgrade.img.gz"'
 
 
 @pytest.mark.parametrize(
