@@ -4,7 +4,6 @@ import argparse
 import io
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
@@ -13,7 +12,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +20,12 @@ import zstandard
 
 from bench.catalogue import BUILD_PROFILE, BUILD_TARGET, STABLE, build_catalogue, catalogue_counts
 from bench.client import Client
+from bench.environment import VAR, bench_env, ensure_database, forget_queue, kinds, wipe_data
 from bench.loadgen import client_for, run_load, wrk_available
 from bench.report import Figure, machine_lines, table
-from bench.server import ROOT, Server, cpu_between, free_port
+from bench.server import Server, cpu_between, free_port
 from bench.workload import build_request, installed_packages
 
-VAR = ROOT / "var" / "bench"
-TRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "trusted"
 CONNECTIONS = 8
 
 
@@ -43,107 +40,6 @@ class Options:
 def say(text: str) -> None:
     """Progress, on stderr, so that stdout is the table alone."""
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-# -- the environment ---------------------------------------------------------------------
-
-
-def bench_env(mirror_url: str, port: int) -> dict[str, str]:
-    """The server's environment: production settings on a private var dir and queue.
-
-    DATABASE_URL and CELERY_BROKER_URL pass through when set (PostgreSQL, Redis);
-    otherwise the embedded SQLite database and broker live under var/bench/server.
-    """
-    env = dict(os.environ)
-    env.update(
-        {
-            "DEBUG": "false",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "ASU_VAR_DIR": str(VAR / "server"),
-            "ASU_HOST": "127.0.0.1",
-            "ASU_PORT": str(port),
-            "ASU_UPSTREAM_URL": mirror_url,
-            "ASU_UPSTREAM_KEYS": str(TRUSTED_KEYS),
-            # Its own queue, so a broker shared with other runs never hands tasks across.
-            "ASU_CELERY_QUEUE": f"asu-bench-{uuid.uuid4().hex[:8]}",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    for name in ("ASU_STORE_DIR", "ASU_CACHE_DIR"):
-        env.pop(name, None)  # under ASU_VAR_DIR, so the bench never touches real files
-    return env
-
-
-def kinds() -> tuple[str, str]:
-    from django.conf import settings
-
-    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
-    db = {"postgresql": "PostgreSQL", "sqlite3": "SQLite (embedded)"}.get(engine, engine)
-    if db == "PostgreSQL":
-        from django.db import connection
-
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            db += f" {cursor.fetchone()[0].split()[0]}"
-        connection.close()
-    broker = settings.CELERY_BROKER_URL.split("://", 1)[0]
-    broker = {"redis": "Redis", "sqla+sqlite": "SQLite (embedded)", "amqp": "RabbitMQ"}.get(
-        broker, broker
-    )
-    return db, broker
-
-
-def ensure_database() -> None:
-    """Create the PostgreSQL database DATABASE_URL names when it does not exist yet."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return
-    import dj_database_url
-    import psycopg2
-    from psycopg2 import sql
-
-    db = dj_database_url.parse(url)
-    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432, "user": db["USER"],
-              "password": db["PASSWORD"] or None}  # fmt: skip
-    try:
-        psycopg2.connect(dbname=db["NAME"], **params).close()
-        return
-    except psycopg2.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise
-    connection = psycopg2.connect(dbname="postgres", **params)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
-    connection.close()
-
-
-def forget_queue(env: dict[str, str]) -> None:
-    """Remove the bench queue's binding from a Redis broker (Celery leaves it behind)."""
-    url = env.get("CELERY_BROKER_URL", "")
-    if not url.startswith("redis://"):
-        return
-    import redis
-
-    try:
-        queue = env["ASU_CELERY_QUEUE"]
-        redis.Redis.from_url(url).delete(
-            f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
-        )
-    except redis.RedisError:
-        pass
-
-
-def wipe_data() -> None:
-    """Start from an empty catalogue and no builds (the branches and rules stay)."""
-    from django_celery_results.models import TaskResult
-
-    from builds.models import Build
-    from targets.models import Version
-
-    Build.objects.all().delete()
-    Version.objects.all().delete()
-    TaskResult.objects.all().delete()
 
 
 # -- 5. catalogue sync -------------------------------------------------------------------
@@ -445,7 +341,30 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = build_catalogue(VAR / "catalogue")
     counts = catalogue_counts(catalogue)
     say(f"catalogue: {counts}")
+    figures, db_kind, broker_kind = run_benchmarks(opts, catalogue)
 
+    loaders = "wrk (HEAD: Python client)" if wrk_available() else "Python client (wrk not found)"
+    setting = [
+        *machine_lines(db_kind, broker_kind, loaders, opts.runs),
+        f"- sync and build figures: median of {opts.slow_runs} run(s)",
+        f"- catalogue: {counts['targets']} targets, {counts['profiles']} profiles, "
+        f"{counts['architectures']} package architectures with at least "
+        f"{counts['min_packages_per_arch']} packages each (release {STABLE}), plus the test "
+        "mirror's three smaller releases",
+        f"- server: gunicorn and `celery worker` from the Procfile, DEBUG=false; "
+        f"build target {BUILD_TARGET} ({BUILD_PROFILE}), stand-in ImageBuilder",
+        f"- load average (1 min) before the run: {load_before:.1f} (above 0.5: other work "
+        "shared the cores, and the throughput figures are low; CPU per request is less affected)",
+        f"- command: `python -m bench{' --quick' if opts.quick else ''}`, "
+        f"{time.monotonic() - started:.0f} s in all",
+    ]
+    write_results(figures, setting)
+    return 0
+
+
+def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, str]:
+    """Every figure, against the catalogue served over HTTP and the Procfile's processes;
+    also the kinds of database and broker they ran on."""
     from tests.fixtures.serve import serve_directory
 
     mirror_url, stop_mirror = serve_directory(catalogue)
@@ -488,29 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop_mirror()
             forget_queue(env)
+    return figures, db_kind, broker_kind
 
+
+def write_results(figures: list[Figure], setting: list[str]) -> None:
+    """The table, in section order, to the terminal and to var/bench/results.{md,json}."""
     order = ["1.", "1b", "2.", "3.", "4.", "5.", "6.", "7."]
     figures.sort(key=lambda f: next(i for i, p in enumerate(order) if f.section.startswith(p)))
-    loaders = "wrk (HEAD: Python client)" if wrk_available() else "Python client (wrk not found)"
-    lines = [
-        "## Results",
-        "",
-        *machine_lines(db_kind, broker_kind, loaders, opts.runs),
-        f"- sync and build figures: median of {opts.slow_runs} run(s)",
-        f"- catalogue: {counts['targets']} targets, {counts['profiles']} profiles, "
-        f"{counts['architectures']} package architectures with at least "
-        f"{counts['min_packages_per_arch']} packages each (release {STABLE}), plus the test "
-        "mirror's three smaller releases",
-        f"- server: gunicorn and `celery worker` from the Procfile, DEBUG=false; "
-        f"build target {BUILD_TARGET} ({BUILD_PROFILE}), stand-in ImageBuilder",
-        f"- load average (1 min) before the run: {load_before:.1f} (above 0.5: other work "
-        "shared the cores, and the throughput figures are low; CPU per request is less affected)",
-        f"- command: `python -m bench{' --quick' if opts.quick else ''}`, "
-        f"{time.monotonic() - started:.0f} s in all",
-        "",
-        *table(figures),
-    ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(["## Results", "", *setting, "", *table(figures)]) + "\n"
     (VAR / "results.md").write_text(text)
     (VAR / "results.json").write_text(
         json.dumps([f.__dict__ | {"median": f.median} for f in figures], indent=1)
@@ -519,4 +423,3 @@ def main(argv: list[str] | None = None) -> int:
     missed = [f for f in figures if f.met == "**no**"]
     if missed:
         print("Aims missed: " + "; ".join(f"{f.section} {f.name}" for f in missed))
-    return 0
