@@ -181,7 +181,6 @@ class Workspace:
 
     path: Path
     revision: str  # as `make info` reported it when the ImageBuilder was unpacked
-    tarball: str
     # That `make info` run: its output is the same in every copy. None if it is unknown.
     info: MakeResult | None = None
 
@@ -217,7 +216,6 @@ def working_copy(
         yield Workspace(
             path=work,
             revision=current["revision"],
-            tarball=current["tarball"],
             info=MakeResult(["make", "info"], 0, info["stdout"], info["stderr"]) if info else None,
         )
     finally:

@@ -27,7 +27,6 @@ class ImageBuilderInfo:
     revision: str = ""  # "r28427-6df0e3d02a"; "" on ImageBuilders that do not print it
     default_packages: list[str] = field(default_factory=list)
     profile_packages: dict[str, list[str]] = field(default_factory=dict)  # may hold -pkg
-    supported_devices: dict[str, list[str]] = field(default_factory=dict)
 
 
 def parse_make_info(stdout: str) -> ImageBuilderInfo:
@@ -52,8 +51,6 @@ def parse_make_info(stdout: str) -> ImageBuilderInfo:
         key, sep, value = line.strip().partition(":")
         if sep and key == "Packages":
             info.profile_packages[profile] = value.split()
-        elif sep and key == "SupportedDevices":
-            info.supported_devices[profile] = value.split()
     return info
 
 

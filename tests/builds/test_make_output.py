@@ -52,7 +52,6 @@ def test_it_reads_each_profiles_packages_from_make_info():
     assert info.profile_packages["8dev_carambola2"] == ["kmod-usb-chipidea2"]
     assert "-wpad-basic-mbedtls" in info.profile_packages["tplink_archer-c7-v5"]
     assert info.profile_packages["generic_no_title"] == []
-    assert info.supported_devices["8dev_carambola2"] == ["8dev,carambola2", "carambola2"]
 
 
 def test_it_reads_make_info_of_old_imagebuilders_without_a_revision():
