@@ -119,12 +119,6 @@ class BuildDirector:
 
     # The steps, in the order they run.
 
-    def report(self, step: str) -> None:
-        """Start `step`: time it, and report it to clients, who poll it as
-        `imagebuilder_status`."""
-        self.timings.start(step)
-        Build.objects.filter(pk=self.row.pk).update(imagebuilder_status=step)
-
     def reuse_earlier_files(self) -> dict[str, Any] | None:
         """The results of an earlier identical build whose files are still in the store."""
         earlier = self._earlier_identical_build()
@@ -291,6 +285,12 @@ class BuildDirector:
         self._record(failed=True, detail=detail, **fields)
 
     # Helpers of the steps.
+
+    def report(self, step: str) -> None:
+        """Start `step`: time it, and report it to clients, who poll it as
+        `imagebuilder_status`."""
+        self.timings.start(step)
+        Build.objects.filter(pk=self.row.pk).update(imagebuilder_status=step)
 
     @property
     def bin_dir(self) -> Path:
