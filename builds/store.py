@@ -1,4 +1,5 @@
-"""GET and HEAD /store/<bin_dir>/<file>: the built files, read through Django's storage API.
+"""The store of built files: GET and HEAD /store/<bin_dir>/<file>, read through Django's
+storage API, and the functions a worker writes and deletes a build folder with.
 
 Answers carry an exact Content-Length (clients check it, auc resumes with Range), support
 one byte range, and never reach outside the store: names with `..`, hidden or empty
@@ -9,9 +10,13 @@ import os
 import posixpath
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
+import filelock
+from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
+from django.core.files import File
 from django.core.files.storage import Storage, default_storage
 from django.http import (
     FileResponse,
@@ -23,6 +28,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 
 from asuproject.api_errors import error_response
+from builds.errors import BuildError
 
 CHUNK_SIZE = 64 * 1024
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -141,3 +147,55 @@ def _read(file: IO[bytes], start: int, length: int) -> Iterator[bytes]:
             yield data
     finally:
         file.close()
+
+
+# Writing and deleting build folders (the worker).
+
+
+def store_files(source: Path, bin_dir: str) -> list[str]:
+    """Copy the files of a BIN_DIR into the store under `<bin_dir>/`; return their names."""
+    if not re.fullmatch(r"[\w.-]+", bin_dir) or bin_dir.startswith("."):
+        raise BuildError(f"Unusable store folder name: {bin_dir!r}")
+    stored = []
+    locks = Path(settings.ASU_CACHE_DIR) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    # Identical builds share a folder; one writer at a time per host.
+    with filelock.FileLock(str(locks / f"store-{bin_dir}.lock")):
+        for path in sorted(source.iterdir()):
+            if not path.is_file() or path.is_symlink():
+                continue
+            name = f"{bin_dir}/{path.name}"
+            if default_storage.exists(name):
+                default_storage.delete(name)
+            with open(path, "rb") as fh:
+                saved = default_storage.save(name, File(fh, name=path.name))
+            if saved != name:
+                raise BuildError(f"The store saved {name} as {saved}")
+            stored.append(path.name)
+    return stored
+
+
+def delete_stored_files(bin_dir: str) -> None:
+    """Remove a build folder from the store."""
+    if not bin_dir or not re.fullmatch(r"[\w.-]+", bin_dir) or bin_dir.startswith("."):
+        return
+    _delete_folder(bin_dir)
+    try:
+        os.rmdir(default_storage.path(bin_dir))  # FileSystemStorage keeps empty folders
+    except (NotImplementedError, OSError):
+        pass
+
+
+def _delete_folder(folder: str) -> None:
+    try:
+        dirs, files = default_storage.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in files:
+        default_storage.delete(f"{folder}/{name}")
+    for name in dirs:
+        _delete_folder(f"{folder}/{name}")
+        try:
+            os.rmdir(default_storage.path(f"{folder}/{name}"))
+        except (NotImplementedError, OSError):
+            pass

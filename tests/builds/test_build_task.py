@@ -14,7 +14,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from builds import imagebuilder as ib
+from builds import make
+from builds.imagebuilder import working_copy
 from builds.models import Build
 from builds.tasks import build, expire_builds
 from tests.fixtures.mirror import build_mirror
@@ -111,7 +112,7 @@ def test_it_builds_every_era_of_imagebuilder(upstream, db, version, target, prof
 
 
 def test_it_builds_without_bubblewrap_too(upstream, db, monkeypatch):
-    monkeypatch.setattr(ib, "sandbox", lambda: None)
+    monkeypatch.setattr(make, "sandbox", lambda: None)
     row = run(queue_build(packages=["htop"], defaults="echo hello\n"))
     assert row.status == "done", row.detail
     assert "htop" in row.manifest
@@ -149,7 +150,7 @@ def test_it_fetches_the_requested_revision_when_upstream_just_got_it(
 ):
     copy, url = mirror_copy
     settings.ASU_UPSTREAM_URL = url
-    _warm_cache("SNAPSHOT", "x86/64")
+    _warm_cache("SNAPSHOT", "snapshots", "x86/64")
     build_mirror(copy, snapshot_revision="r33333-abcdef0123")
     row = run(
         queue_build(
@@ -161,7 +162,7 @@ def test_it_fetches_the_requested_revision_when_upstream_just_got_it(
 
 
 def test_it_lists_profiles_once_per_imagebuilder_not_once_per_build(upstream, settings, db):
-    _warm_cache("24.10.1", "ath79/generic")
+    _warm_cache("24.10.1", "releases/24.10.1", "ath79/generic")
     (cached,) = Path(settings.ASU_CACHE_DIR).glob("24.10.1/ath79/generic/r*/Makefile")
     cached.write_text(cached.read_text().replace("$(STANDIN) info", "exit 1"))
     row = run(queue_build(packages=["luci"]))
@@ -286,7 +287,7 @@ def test_it_does_nothing_for_a_build_that_is_gone(db):
 
 def test_it_stops_a_build_that_takes_too_long(upstream, settings, db):
     settings.ASU_BUILD_TIMEOUT = 2
-    _warm_cache("24.10.1", "ath79/generic")
+    _warm_cache("24.10.1", "releases/24.10.1", "ath79/generic")
     row = run(queue_build(packages=["test-slow-build"]))
     assert row.status == "failed"
     assert row.detail == (
@@ -406,7 +407,7 @@ def test_a_worker_refuses_an_imagebuilder_with_a_bad_signature(
 @pytest.mark.worker
 def test_a_worker_stops_a_build_that_takes_too_long(upstream, settings, start_worker):
     settings.ASU_BUILD_TIMEOUT = 2
-    _warm_cache("24.10.1", "ath79/generic")  # so that the 2 s go to make
+    _warm_cache("24.10.1", "releases/24.10.1", "ath79/generic")  # so that the 2 s go to make
     start_worker(concurrency=1)
     row = queue_build(packages=["test-slow-build"])
     started = time.monotonic()
@@ -417,7 +418,7 @@ def test_a_worker_stops_a_build_that_takes_too_long(upstream, settings, start_wo
     assert time.monotonic() - started < 10
 
 
-def _warm_cache(version: str, target: str) -> None:
+def _warm_cache(version: str, version_path: str, target: str) -> None:
     """Fetch and unpack an ImageBuilder into the cache ahead of a build."""
-    with ib.working_copy(version, target, time.monotonic() + 60, lambda step: None):
+    with working_copy(version, version_path, target, time.monotonic() + 60, lambda step: None):
         pass
