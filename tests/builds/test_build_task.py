@@ -260,6 +260,35 @@ def test_it_builds_with_an_extra_repository(upstream, db):
     assert f"{feed}/Packages.gz" in row.stderr
 
 
+def test_an_extra_repository_replaces_the_stock_feeds(upstream, db):
+    feed = f"{upstream}/releases/24.10.1/packages/mips_24kc/packages"
+    # Only the extra feed is read: the stock feeds (base, luci, the target's core
+    # packages) are gone, so even libc cannot be found.
+    row = run(
+        queue_build(
+            packages=["htop", "luci"], repositories={"extra": feed}, repositories_mode="replace"
+        )
+    )
+    assert row.status == "failed", row.stderr
+    assert row.detail.startswith("Error: Impossible package selection: missing (")
+    assert "libc" in row.detail
+    assert f"{feed}/Packages.gz" in row.stderr
+    assert "/luci/Packages.gz" not in row.stderr
+    assert "/base/Packages.gz" not in row.stderr
+
+
+def test_an_appended_repository_keeps_the_stock_feeds(upstream, db):
+    feed = f"{upstream}/releases/24.10.1/packages/mips_24kc/packages"
+    row = run(
+        queue_build(
+            packages=["htop", "luci"], repositories={"extra": feed}, repositories_mode="append"
+        )
+    )
+    assert row.status == "done", row.detail
+    assert "luci" in row.manifest
+    assert "/luci/Packages.gz" in row.stderr
+
+
 def test_it_reuses_the_files_of_an_identical_build(upstream, settings, db):
     first = run(queue_build(packages=["htop"]))
     assert first.status == "done", first.detail
