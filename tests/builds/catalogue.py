@@ -1,5 +1,6 @@
 """A small catalogue in the ORM, and helpers to move builds along, for the build API tests."""
 
+import hashlib
 import importlib
 from datetime import timedelta
 from itertools import count
@@ -190,3 +191,18 @@ def fail(build: Build, detail: str, minutes_ago: int = 0) -> Build:
     build.stderr = " * opkg_install_cmd: Cannot install package nope."
     build.save()
     return build
+
+
+def make_build(**fields) -> Build:
+    """A build row of 24.10.1 ath79/generic, done unless told, each with its own hash."""
+    n = next(_serial)
+    values = {
+        "request_hash": hashlib.sha256(f"build-{n}".encode()).hexdigest(),
+        "version": "24.10.1",
+        "target": "ath79/generic",
+        "profile": "tplink_archer-c7-v5",
+        "status": Build.Status.DONE,
+        "enqueued_at": timezone.now() - timedelta(minutes=n),
+    }
+    values.update(fields)
+    return Build.objects.create(**values)

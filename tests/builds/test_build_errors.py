@@ -6,22 +6,13 @@ from datetime import UTC, datetime
 import pytest
 
 from builds.models import Build
+from tests.builds.catalogue import make_build
 
 pytestmark = pytest.mark.django_db
 
 
 def failed(n: int, finished_at: datetime, detail: str, **fields) -> Build:
-    values = {
-        "request_hash": hashlib.sha256(f"failed-{n}".encode()).hexdigest(),
-        "version": "24.10.1",
-        "target": "ath79/generic",
-        "profile": "tplink_archer-c7-v5",
-        "status": Build.Status.FAILED,
-        "finished_at": finished_at,
-        "detail": detail,
-    }
-    values.update(fields)
-    return Build.objects.create(**values)
+    return make_build(status=Build.Status.FAILED, finished_at=finished_at, detail=detail, **fields)
 
 
 def test_it_says_when_nothing_failed(client):

@@ -1,8 +1,6 @@
 """The public HTML pages: home, the images built, one build, and the catalogue browser."""
 
-import hashlib
 from datetime import timedelta
-from itertools import count
 
 import pytest
 from django.utils import timezone
@@ -10,24 +8,9 @@ from django.utils import timezone
 from builds.models import Build
 from builds.pages import PAGE_SIZE, device_title
 from targets.models import Branch, Profile, Target, Version
+from tests.builds.catalogue import make_build
 
 pytestmark = pytest.mark.django_db
-
-_serial = count()
-
-
-def make_build(**fields) -> Build:
-    n = next(_serial)
-    values = {
-        "request_hash": hashlib.sha256(f"build-{n}".encode()).hexdigest(),
-        "version": "24.10.1",
-        "target": "ath79/generic",
-        "profile": "tplink_archer-c7-v5",
-        "status": Build.Status.DONE,
-        "enqueued_at": timezone.now() - timedelta(minutes=n),
-    }
-    values.update(fields)
-    return Build.objects.create(**values)
 
 
 @pytest.fixture
