@@ -152,8 +152,8 @@ def wipe_data() -> None:
 def bench_sync(opts: Options) -> list[Figure]:
     from django.db import connection
 
+    from packages.sync import sync_upstream
     from targets.models import Version
-    from targets.sync import sync_upstream
 
     full = Figure("5. catalogue sync", "full, empty catalogue", "s")
     again = Figure("5. catalogue sync", "again, nothing changed upstream", "s", aim="< 5")

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from packages.models import Package, PackageIndex
+from packages.sync import sync_upstream
 from targets.models import Profile, ProfileName, Target
-from targets.sync import SyncReport, sync_upstream
+from targets.sync import SyncReport
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from packages.models import Package, PackageIndex
+from packages.sync import refresh_target
 from targets.models import Target, Version
-from targets.sync import refresh_target, refresh_version
+from targets.sync import refresh_version
 
 
 def test_it_adds_a_version_upstream_offers_without_its_targets(upstream, db):

@@ -7,8 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from packages.models import Package, PackageIndex
+from packages.sync import sync_upstream
 from targets.models import Branch, Profile, ProfileName, Target, Version, newest_first
-from targets.sync import branch_of, sync_upstream
+from targets.sync import branch_of
 from tests.targets.conftest import catalogue, edit_json, rewrite
 
 WRITES = ("INSERT", "UPDATE", "DELETE")

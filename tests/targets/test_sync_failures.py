@@ -3,8 +3,9 @@ report names the URL and the reason. The mirror is a private served copy."""
 
 import json
 
+from packages.sync import refresh_target, sync_upstream
 from targets.models import Target, Version
-from targets.sync import refresh_target, refresh_version, sync_upstream
+from targets.sync import refresh_version
 from tests.targets.conftest import catalogue, edit_json, rewrite
 
 

@@ -3,8 +3,8 @@ profile's {profile}.json, and /api/v1/revision."""
 
 import json
 
+from packages.sync import sync_upstream
 from targets.models import Target
-from targets.sync import sync_upstream
 from tests.targets.conftest import edit_json
 
 ORIGIN = {"HTTP_ORIGIN": "https://sysupgrade.example"}
