@@ -1,4 +1,5 @@
-"""Periodic catalogue sync (CELERY_BEAT_SCHEDULE runs it every ASU_SYNC_INTERVAL minutes)."""
+"""Periodic sync of the catalogue and its package indexes (CELERY_BEAT_SCHEDULE runs it
+every ASU_SYNC_INTERVAL minutes)."""
 
 from celery import shared_task
 from django.conf import settings
