@@ -203,7 +203,7 @@ ASU_SERVER_VERSION = "0.1.0"
 CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first
 CELERY_BEAT_SCHEDULE = {
     "sync-upstream": {
-        "task": "targets.tasks.sync_upstream",
+        "task": "packages.tasks.sync_upstream",
         "schedule": timedelta(minutes=ASU_SYNC_INTERVAL),
     },
     "expire-builds": {"task": "builds.tasks.expire_builds", "schedule": timedelta(hours=1)},

@@ -3,8 +3,9 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("", include("targets.urls")),
+    # packages first: a target's index.json also matches targets' {profile}.json.
     path("", include("packages.urls")),
+    path("", include("targets.urls")),
     path("", include("builds.urls")),
     path("", include("builds.page_urls")),
 ]

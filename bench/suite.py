@@ -48,8 +48,8 @@ def say(text: str) -> None:
 def bench_sync(opts: Options) -> list[Figure]:
     from django.db import connection
 
+    from packages.sync import sync_upstream
     from targets.models import Version
-    from targets.sync import sync_upstream
 
     full = Figure("5. catalogue sync", "full, empty catalogue", "s")
     again = Figure("5. catalogue sync", "again, nothing changed upstream", "s", aim="< 5")

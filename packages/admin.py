@@ -13,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
+from asuproject.admin import ReadOnlyAdmin
 from packages.changes import apply_package_changes
 from packages.forms import PackageChangeForm, TryForm
 from packages.models import Package, PackageChange, PackageIndex
@@ -161,19 +162,6 @@ class PackageChangeAdmin(admin.ModelAdmin):
             "result": result,
         }
         return TemplateResponse(request, "admin/packages/packagechange/try.html", context)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Written by the catalogue sync only: staff browse and search."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(PackageIndex)

@@ -161,13 +161,6 @@ def enabled_rules() -> list[Rule]:
     return rules
 
 
-def forget_rules() -> None:
-    """Drop this process's copy; the next call reloads. The signature makes it rarely needed."""
-    global _loaded
-    _loaded = None
-    _branches.clear()
-
-
 def _bare(entry: str) -> str:
     return entry[1:] if entry[:1] in ("-", "+") else entry
 

@@ -1,6 +1,7 @@
 """Package indexes read from the downloads server, and the package-change rules."""
 
 import re
+from collections.abc import Iterator
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -186,66 +187,87 @@ class PackageChange(models.Model):
         return f"{what} ({self.scope_label()})"
 
     def clean(self) -> None:
-        errors: dict[str, list[str]] = {}
-
-        def error(field: str, message: str) -> None:
-            errors.setdefault(field, []).append(message)
-
         for field in ("source", "target", "only_if"):
             setattr(self, field, (getattr(self, field) or "").strip())
+        errors: dict[str, list[str]] = {}
+        for check in (
+            self._check_names_for_kind,
+            self._check_package_names,
+            self._check_patterns,
+            self._check_scope,
+            self._check_publishable,
+        ):
+            for field, message in check():
+                errors.setdefault(field, []).append(message)
+        if errors:
+            raise ValidationError(errors)
+
+    # Each check yields (field, message) for what is wrong; `clean` gathers them all, so
+    # the admin form shows every problem at once.
+
+    def _check_names_for_kind(self) -> Iterator[tuple[str, str]]:
+        """A rename names both packages, an addition only `target`, a removal only `source`."""
         if self.kind == self.Kind.RENAME:
             if not self.source:
-                error("source", "A rename needs the package that goes away.")
+                yield "source", "A rename needs the package that goes away."
             if not self.target:
-                error("target", "A rename needs the package that comes in.")
+                yield "target", "A rename needs the package that comes in."
             if self.source and self.source == self.target:
-                error("target", "Source and target are the same package.")
+                yield "target", "Source and target are the same package."
         elif self.kind == self.Kind.ADD:
             if not self.target:
-                error("target", "Name the package to add here.")
+                yield "target", "Name the package to add here."
             if self.source:
-                error("source", "An addition has no source: put the package in target.")
+                yield "source", "An addition has no source: put the package in target."
         elif self.kind == self.Kind.REMOVE:
             if not self.source:
-                error("source", "Name the package to remove here.")
+                yield "source", "Name the package to remove here."
             if self.target:
-                error("target", "A removal has no target: put the package in source.")
+                yield "target", "A removal has no target: put the package in source."
+
+    def _check_package_names(self) -> Iterator[tuple[str, str]]:
         for field in ("source", "target"):
             value = getattr(self, field)
             if value and not PACKAGE_PATTERN_RE.match(value):
-                error(
+                yield (
                     field,
                     f"{value!r} is not a package name: letters, digits and . _ + - only, "
                     "not starting with -, with at most one * for a pattern.",
                 )
+
+    def _check_patterns(self) -> Iterator[tuple[str, str]]:
         if self.kind == self.Kind.ADD and "*" in self.target:
-            error("target", "A pattern cannot be added: name one package.")
+            yield "target", "A pattern cannot be added: name one package."
         if self.kind == self.Kind.RENAME and ("*" in self.source) != ("*" in self.target):
-            error("target", "A renamed pattern needs one * in both source and target.")
+            yield "target", "A renamed pattern needs one * in both source and target."
+
+    def _check_scope(self) -> Iterator[tuple[str, str]]:
         if self.only_if and not PACKAGE_NAME_RE.match(self.only_if):
-            error("only_if", f"{self.only_if!r} is not a package name.")
+            yield "only_if", f"{self.only_if!r} is not a package name."
         if not isinstance(self.targets, list) or not all(
             isinstance(t, str) and TARGET_RE.match(t) for t in self.targets
         ):
-            error("targets", "Targets are written like ath79/generic.")
+            yield "targets", "Targets are written like ath79/generic."
         if not isinstance(self.profiles, list) or not all(
             isinstance(p, str) and PROFILE_RE.match(p) for p in self.profiles
         ):
-            error("profiles", "Profiles are ImageBuilder profile names like tplink_archer-c7-v5.")
+            yield "profiles", "Profiles are ImageBuilder profile names like tplink_archer-c7-v5."
         if self.later_branches and not self.branch_id:
-            error("later_branches", "Choose the branch the later ones follow.")
-        if self.publish:
-            if self.revision is None:
-                error("publish", "Clients compare revisions: a published rule needs one.")
-            if "*" in self.source or "*" in self.target:
-                error("publish", "Clients cannot read patterns: do not publish this rule.")
-            if self.targets or self.profiles or self.only_if:
-                error(
-                    "publish",
-                    "Clients read no target, profile or condition: do not publish this rule.",
-                )
-        if errors:
-            raise ValidationError(errors)
+            yield "later_branches", "Choose the branch the later ones follow."
+
+    def _check_publishable(self) -> Iterator[tuple[str, str]]:
+        """Clients (owut, auc) read only a plain revision rule: two names and a revision."""
+        if not self.publish:
+            return
+        if self.revision is None:
+            yield "publish", "Clients compare revisions: a published rule needs one."
+        if "*" in self.source or "*" in self.target:
+            yield "publish", "Clients cannot read patterns: do not publish this rule."
+        if self.targets or self.profiles or self.only_if:
+            yield (
+                "publish",
+                "Clients read no target, profile or condition: do not publish this rule.",
+            )
 
     def scope_label(self) -> str:
         """Where the rule is in effect, in a few words: "25.12, kirkwood/generic, 5 profiles"."""

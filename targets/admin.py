@@ -4,18 +4,8 @@ since the sync owns it and would overwrite any edit."""
 from django.contrib import admin
 from django.db.models import Count
 
+from asuproject.admin import ReadOnlyAdmin
 from targets.models import Branch, Profile, Target, Version
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Branch)

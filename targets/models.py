@@ -1,6 +1,7 @@
 """The upstream catalogue: what the OpenWrt downloads server offers.
 
-Rows are written by `targets.sync` from the downloads server and read by the JSON
+Rows are written from the downloads server by the steps of `targets.sync`, which
+`packages.sync` runs with the package indexes, and read by the JSON
 documents and by build validation. Maintainers only switch branches on and off.
 """
 

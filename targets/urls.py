@@ -1,4 +1,4 @@
-"""The metadata documents of json/v1, the revision endpoint and the redirects of old paths."""
+"""A profile's {profile}.json, the revision endpoint and the redirects of old paths."""
 
 from django.urls import path, re_path
 
@@ -7,25 +7,13 @@ from targets import views
 OVERVIEW = "/json/v1/overview.json"
 
 urlpatterns = [
-    path("json/v1/overview.json", views.overview, name="overview"),
-    path("json/v1/branches.json", views.branches, name="branches"),
-    path("json/v1/latest.json", views.latest, name="latest"),
     # {dir} is a version's folder: releases/24.10.1, releases/24.10-SNAPSHOT, snapshots.
-    re_path(
-        r"^json/v1/(?P<directory>.+)/targets/(?P<target>[^/]+)/(?P<subtarget>[^/]+)/index\.json$",
-        views.target_index,
-        name="target-index",
-    ),
+    # packages.urls comes first: its index.json would otherwise be read as a profile.
     re_path(
         r"^json/v1/(?P<directory>.+)/targets/(?P<target>[^/]+)/(?P<subtarget>[^/]+)/"
         r"(?P<profile>[^/]+)\.json$",
         views.profile_json,
         name="profile-json",
-    ),
-    re_path(
-        r"^json/v1/(?P<directory>.+)/packages/(?P<arch>[^/]+)-index\.json$",
-        views.arch_index,
-        name="arch-index",
     ),
     path(
         "api/v1/revision/<str:version>/<str:target>/<str:subtarget>",

@@ -1,199 +1,38 @@
-"""The json/v1 documents and the revision endpoint, built from the catalogue.
+"""The json/v1 documents of the catalogue: a profile's {profile}.json, the revision
+endpoint and the redirects of old paths. The documents that list packages (index.json,
+{arch}-index.json, and overview.json, branches.json, latest.json with their package
+changes) are in packages/documents.py.
 
-No request waits on upstream: everything comes from the ORM in a few queries. The
-package indexes, the largest documents, are cached under a key that holds the
-version's `synced_at`, which every sync write moves on, so a cached copy is never
-served after the catalogue changed. overview.json, branches.json and latest.json are
-kept per process under a generation of the catalogue and the package-change rules,
-read in one query.
+No request waits on upstream: everything comes from the ORM in a few queries.
 """
 
-import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from django.conf import settings
-from django.core.cache import cache
-from django.db import connection
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.views.decorators.http import require_safe
 
-from asuproject.lib.prepared import fetch_prepared
-from packages.changes import published_changes
-from packages.models import Package, PackageChange, PackageIndex
-from targets.models import Branch, Profile, Target, Version, newest_first, version_sort_key
-
-CACHE_SECONDS = 24 * 3600  # the key changes with the data; this only bounds memory use
+from asuproject.api_errors import error_body
+from targets.models import Profile, Target, Version
 
 
-def _json(data: object, status: int = 200) -> HttpResponse:
+def json_response(data: object, status: int = 200) -> HttpResponse:
     return HttpResponse(
         json.dumps(data, separators=(",", ":")), content_type="application/json", status=status
     )
 
 
-def _error(status: int, title: str, detail: str) -> HttpResponse:
-    return _json({"status": status, "title": title, "detail": detail}, status=status)
+def json_error(status: int, title: str, detail: str) -> HttpResponse:
+    return json_response(error_body(status, detail, title), status=status)
 
 
-def _not_found(detail: str) -> HttpResponse:
-    return _error(404, "Not Found", detail)
-
-
-# overview.json, branches.json, latest.json -----------------------------------------------
-
-
-def catalogue_branches() -> list[dict]:
-    """The enabled branches that have versions with targets, as overview.json lists
-    them, in the branches' order (newest first). Two queries plus package changes."""
-    branches = list(Branch.objects.filter(enabled=True))
-    rows = (
-        Target.objects.filter(version__branch__enabled=True)
-        .order_by()  # sorted below; the models' default ordering would add joins
-        .values_list("version__branch_id", "version__name", "name", "arch_packages")
-    )
-    versions: dict[int, set[str]] = {}
-    targets: dict[int, dict[str, str]] = {}
-    # Oldest version first, so the newest version's architecture wins for a target.
-    for branch_id, version, target, arch in sorted(rows, key=lambda r: version_sort_key(r[1])):
-        versions.setdefault(branch_id, set()).add(version)
-        targets.setdefault(branch_id, {})[target] = arch
-    return [
-        {
-            "name": branch.name,
-            "path": branch.path,
-            "enabled": branch.enabled,
-            "snapshot": branch.snapshot,
-            "path_packages": "DEPRECATED",
-            "branch_off_rev": branch.branch_off_rev,
-            "package_changes": published_changes(branch),
-            "versions": newest_first(versions[branch.pk]),
-            "targets": dict(sorted(targets[branch.pk].items())),
-        }
-        for branch in branches
-        if targets.get(branch.pk)
-    ]
-
-
-def latest_versions(branches: list[dict]) -> list[str]:
-    """The newest release of each branch, newest first; a release candidate only when
-    its branch has no final release yet."""
-    latest = []
-    for branch in branches:
-        releases = [v for v in branch["versions"] if not v.endswith("SNAPSHOT")]
-        finals = [v for v in releases if "-" not in v]
-        if finals or releases:
-            latest.append((finals or releases)[0])
-    return newest_first(latest)
-
-
-# The three documents change only when the catalogue, a branch or a package-change rule
-# does. One query reads a generation of all three; the rendered bytes are kept per process
-# under it, so an edit in the admin or a sync shows in the next answer.
-
-
-def catalogue_generation() -> tuple | None:
-    """What overview.json, branches.json and latest.json depend on, in one prepared query:
-    every branch row (the admin edits them), the versions' and targets' counts and newest
-    ids and sync times (every sync write moves `Version.synced_at`), and the package-change
-    rules' counts and newest edit. None when some version was not written by the sync:
-    then the documents are built anew each time."""
-    rows = fetch_prepared(_generation_sql())
-    if rows and rows[0][9] != rows[0][10]:  # the versions' COUNT(*) and COUNT(synced_at)
-        return None
-    return tuple(tuple(str(value) for value in row) for row in rows)
-
-
-@functools.cache
-def _generation_sql() -> str:
-    version, target = Version._meta.db_table, Target._meta.db_table
-    rules, order = PackageChange._meta.db_table, connection.ops.quote_name("order")
-    return (
-        f"SELECT b.id, b.name, b.path, b.snapshot, b.enabled, b.branch_off_rev, b.{order}, "
-        f"(SELECT MAX(id) FROM {version}), (SELECT MAX(synced_at) FROM {version}), "
-        f"(SELECT COUNT(*) FROM {version}), (SELECT COUNT(synced_at) FROM {version}), "
-        f"(SELECT COUNT(*) FROM {target}), (SELECT MAX(id) FROM {target}), "
-        f"(SELECT COUNT(*) FROM {rules}), (SELECT COUNT(*) FROM {rules} WHERE enabled), "
-        f"(SELECT MAX(updated_at) FROM {rules}) "
-        f"FROM {Branch._meta.db_table} b ORDER BY b.id"
-    )
-
-
-_documents: dict[str, tuple[tuple, bytes]] = {}
-
-
-def _catalogue_document(name: str, build: Callable[[], object]) -> HttpResponse:
-    """The JSON of `build()`, kept under the catalogue generation and the settings the
-    documents show."""
-    generation = catalogue_generation()
-    key = (
-        generation,
-        settings.ASU_UPSTREAM_URL,
-        settings.ASU_SERVER_VERSION,
-        settings.ASU_CONTACT,
-        settings.ASU_ALLOW_DEFAULTS,
-        tuple(settings.ASU_REPOSITORY_ALLOW_LIST),
-        settings.ASU_MAX_ROOTFS_SIZE_MB,
-        settings.ASU_MAX_DEFAULTS_LENGTH,
-    )
-    kept = _documents.get(name)
-    if generation is not None and kept is not None and kept[0] == key:
-        body = kept[1]
-    else:
-        body = json.dumps(build(), separators=(",", ":")).encode()
-        if generation is not None:
-            _documents[name] = (key, body)
-    return HttpResponse(body, content_type="application/json")
-
-
-def _overview() -> dict:
-    branches = catalogue_branches()
-    return {
-        "latest": latest_versions(branches),
-        "branches": {branch["name"]: branch for branch in branches},
-        "upstream_url": settings.ASU_UPSTREAM_URL,
-        "server": {
-            "version": settings.ASU_SERVER_VERSION,
-            "contact": settings.ASU_CONTACT,
-            "allow_defaults": settings.ASU_ALLOW_DEFAULTS,
-            "repository_allow_list": settings.ASU_REPOSITORY_ALLOW_LIST,
-            "max_custom_rootfs_size_mb": settings.ASU_MAX_ROOTFS_SIZE_MB,
-            "max_defaults_length": settings.ASU_MAX_DEFAULTS_LENGTH,
-        },
-    }
-
-
-@require_safe
-def overview(request: HttpRequest) -> HttpResponse:
-    return _catalogue_document("overview", _overview)
-
-
-@require_safe
-def branches(request: HttpRequest) -> HttpResponse:
-    return _catalogue_document("branches", catalogue_branches)
-
-
-@require_safe
-def latest(request: HttpRequest) -> HttpResponse:
-    return _catalogue_document("latest", lambda: {"latest": latest_versions(catalogue_branches())})
+def not_found(detail: str) -> HttpResponse:
+    return json_error(404, "Not Found", detail)
 
 
 # Per version and target ------------------------------------------------------------------
-
-
-def _version_matches(directory: str) -> Q:
-    """Versions whose folder may be `directory`: "releases/24.10.1" names the version,
-    "snapshots" names the branch. The caller checks `version.path == directory`."""
-    return Q(name=directory.rsplit("/", 1)[-1]) | Q(branch__path=directory)
-
-
-def _find_version(directory: str) -> Version | None:
-    candidates = Version.objects.filter(_version_matches(directory), branch__enabled=True)
-    # No ordering: the path picks one, and the default ordering's joins cost more than the query.
-    candidates = candidates.select_related("branch").order_by()
-    return next((v for v in candidates if v.path == directory), None)
 
 
 def _find_target(directory: str, target: str) -> Target | None:
@@ -204,88 +43,6 @@ def _find_target(directory: str, target: str) -> Target | None:
     # No ordering: the path picks one, and the default ordering's joins cost more than the query.
     candidates = candidates.select_related("version__branch").order_by()
     return next((t for t in candidates if t.version.path == directory), None)
-
-
-def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | None:
-    """The JSON of `build()`, kept in the cache under `key`; None if build() found nothing."""
-    body = cache.get(key)
-    if body is None:
-        document = build()
-        if document is None:
-            return None
-        body = json.dumps(document, separators=(",", ":")).encode()
-        cache.set(key, body, CACHE_SECONDS)
-    return body
-
-
-def _generation(version: Version) -> str:
-    return version.synced_at.isoformat() if version.synced_at else "-"
-
-
-@functools.cache
-def _locate_sql() -> str:
-    return (
-        f"SELECT t.id, t.arch_packages, v.synced_at, v.name, br.path "
-        f"FROM {Target._meta.db_table} t, {Version._meta.db_table} v, "
-        f"{Branch._meta.db_table} br "
-        "WHERE t.version_id = v.id AND v.branch_id = br.id AND br.enabled AND t.name = %s "
-        "AND (v.name = %s OR br.path = %s)"
-    )
-
-
-@require_safe
-def target_index(request: HttpRequest, directory: str, target: str, subtarget: str) -> HttpResponse:
-    """index.json of a target: its own packages and kmods, {name: version}.
-
-    owut and auc fetch it on every upgrade check: one prepared query finds the target and
-    its version's generation, and the document comes from the cache."""
-    name = f"{target}/{subtarget}"
-    rows = fetch_prepared(_locate_sql(), [name, directory.rsplit("/", 1)[-1], directory])
-    found = next((r for r in rows if r[4].format(version=r[3]) == directory), None)
-    if found is None:
-        return _not_found(f"unknown version folder or target: {directory} {name}")
-    pk, arch, synced_at = found[:3]
-    generation = str(synced_at).replace(" ", "T") if synced_at else "-"  # a datetime, or text
-    body = _cached_document(
-        f"asu:target-index:{pk}:{generation}",
-        lambda: {
-            "architecture": arch,
-            "packages": dict(
-                Package.objects.of_target(Target(pk=pk))
-                .order_by("name", "index_id")
-                .values_list("name", "version")
-            ),
-        },
-    )
-    return HttpResponse(body, content_type="application/json")
-
-
-@require_safe
-def arch_index(request: HttpRequest, directory: str, arch: str) -> HttpResponse:
-    """{arch}-index.json: the packages of every feed of an architecture, {name: version}."""
-    version = _find_version(directory)
-    if version is None:
-        return _not_found(f"unknown version folder: {directory}")
-
-    def build() -> dict | None:
-        packages = dict(
-            Package.objects.of_arch_feeds(version, arch)
-            .order_by("name", "index_id")
-            .values_list("name", "version")
-        )
-        if (
-            not packages
-            and not PackageIndex.objects.filter(
-                version=version, kind=PackageIndex.Kind.FEED, arch_packages=arch
-            ).exists()
-        ):
-            return None
-        return packages
-
-    body = _cached_document(f"asu:arch-index:{version.pk}:{arch}:{_generation(version)}", build)
-    if body is None:
-        return _not_found(f"version {version} has no packages for architecture {arch}")
-    return HttpResponse(body, content_type="application/json")
 
 
 def profile_document(target: Target, profile: Profile) -> dict:
@@ -322,10 +79,10 @@ def profile_json(
     """{profile}.json, by profile id or board name."""
     found = _find_target(directory, f"{target}/{subtarget}")
     if found is None:
-        return _not_found(f"unknown version folder or target: {directory} {target}/{subtarget}")
+        return not_found(f"unknown version folder or target: {directory} {target}/{subtarget}")
     chosen = Profile.objects.filter(target=found).answering_to(profile)
     if chosen is None:
-        return _not_found(f"unknown profile {profile} of {found.version} {found.name}")
+        return not_found(f"unknown profile {profile} of {found.version} {found.name}")
     return HttpResponse(
         json.dumps(profile_document(found, chosen), sort_keys=True, separators=(",", ":")),
         content_type="application/json",
@@ -342,10 +99,10 @@ def revision(request: HttpRequest, version: str, target: str, subtarget: str) ->
         .first()
     )
     if code is not None:
-        return _json({"revision": code})
+        return json_response({"revision": code})
     if not Version.objects.filter(name=version, branch__enabled=True).exists():
-        return _error(400, "Bad Request", f"Unsupported version: {version}")
-    return _error(
+        return json_error(400, "Bad Request", f"Unsupported version: {version}")
+    return json_error(
         400, "Bad Request", f"Unsupported target: {name}. Version {version} does not offer it."
     )
 

@@ -1,4 +1,5 @@
-"""Fixtures of the catalogue tests: a synced catalogue, and a private mirror to damage."""
+"""Fixtures of the catalogue tests: a synced catalogue, a private mirror to damage, a
+served folder. tests/packages uses them too."""
 
 import json
 import os
@@ -8,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from packages.models import Package, PackageIndex
+from packages.sync import sync_upstream
 from targets.models import Profile, ProfileName, Target
-from targets.sync import SyncReport, sync_upstream
+from targets.sync import SyncReport
+from tests.fixtures.serve import serve_directory
 
 
 @pytest.fixture
@@ -28,6 +31,14 @@ def own_mirror(settings, mirror_copy, db) -> tuple[Path, str]:
     report = sync_upstream()
     assert report.errors == []
     return path, url
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """An empty folder served over HTTP: (its path, its URL)."""
+    url, stop = serve_directory(tmp_path)
+    yield tmp_path, url
+    stop()
 
 
 @pytest.fixture

@@ -32,8 +32,24 @@ def test_a_maintainer_switches_a_branch_off_from_the_list(admin):
 
 def test_a_maintainer_edits_a_branch(admin):
     branch = Branch.objects.get(name="24.10")
-    response = admin.get(f"/admin/targets/branch/{branch.pk}/change/")
-    assert response.status_code == 200
+    page = f"/admin/targets/branch/{branch.pk}/change/"
+    assert admin.get(page).status_code == 200
+    # A later branch-off revision; "snapshot" unticked, "enabled" ticked.
+    form = {
+        "name": "24.10",
+        "path": "releases/{version}",
+        "enabled": "on",
+        "branch_off_rev": "27999",
+        "order": "2410",
+        "_save": "Save",
+    }
+    response = admin.post(page, form)
+    assert response.status_code == 302
+    branch.refresh_from_db()
+    assert branch.branch_off_rev == 27999
+    assert branch.enabled and not branch.snapshot
+    branches = admin.get("/json/v1/branches.json").json()
+    assert [b["branch_off_rev"] for b in branches if b["name"] == "24.10"] == [27999]
 
 
 @pytest.mark.parametrize(

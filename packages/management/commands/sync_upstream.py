@@ -1,9 +1,10 @@
-"""manage.py sync_upstream: read the OpenWrt catalogue from the downloads server."""
+"""manage.py sync_upstream: read the OpenWrt catalogue and its package indexes from the
+downloads server."""
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from targets.sync import sync_upstream
+from packages.sync import sync_upstream
 
 
 class _Quiet:

@@ -35,15 +35,15 @@ def test_overview_lists_the_branches_with_their_versions_and_targets(client, syn
     assert overview["branches"]["SNAPSHOT"]["versions"] == ["SNAPSHOT"]
 
 
-def test_overview_names_latest_releases_upstream_and_server(client, synced, settings):
+def test_overview_names_latest_releases_upstream_and_server(client, synced, upstream, settings):
     settings.ASU_CONTACT = "admin@example.org"
     settings.ASU_ALLOW_DEFAULTS = True
     settings.ASU_REPOSITORY_ALLOW_LIST = ["https://feed.example/"]
     overview = client.get("/json/v1/overview.json").json()
     assert overview["latest"] == ["25.12.0", "24.10.1", "23.05.5"]
-    assert overview["upstream_url"] == settings.ASU_UPSTREAM_URL
+    assert overview["upstream_url"] == upstream
     assert overview["server"] == {
-        "version": settings.ASU_SERVER_VERSION,
+        "version": "0.1.0",
         "contact": "admin@example.org",
         "allow_defaults": True,
         "repository_allow_list": ["https://feed.example/"],

@@ -4,8 +4,8 @@ import pytest
 from django.conf import settings
 
 from asuproject.celery import app
+from packages.tasks import sync_upstream
 from targets.models import Target
-from targets.tasks import sync_upstream
 
 
 def test_the_beat_schedule_names_the_task():

@@ -1,16 +1,17 @@
-"""Periodic catalogue sync (CELERY_BEAT_SCHEDULE runs it every ASU_SYNC_INTERVAL minutes)."""
+"""Periodic sync of the catalogue and its package indexes (CELERY_BEAT_SCHEDULE runs it
+every ASU_SYNC_INTERVAL minutes)."""
 
 from celery import shared_task
 from django.conf import settings
 
-from targets import sync
+from packages import sync
 
 # A run that outlasts the interval would overlap the next one; stop it first. Its
 # unfinished transaction rolls back, the next run picks up where it left off.
 _LIMIT = settings.ASU_SYNC_INTERVAL * 60
 
 
-@shared_task(name="targets.tasks.sync_upstream", soft_time_limit=_LIMIT, time_limit=_LIMIT + 60)
+@shared_task(name="packages.tasks.sync_upstream", soft_time_limit=_LIMIT, time_limit=_LIMIT + 60)
 def sync_upstream(version: str | None = None, target: str | None = None) -> dict:
     """Bring the catalogue up to date; returns the report's counts and errors."""
     return sync.sync_upstream(version=version, target=target).as_dict()
