@@ -21,8 +21,9 @@ from builds.memory import memory
 from builds.repositories import repository_allowed
 from packages.changes import apply_package_changes
 from packages.models import Package, PackageIndex
-from targets import sync as catalogue_sync
+from packages.sync import refresh_target
 from targets.models import Profile, Target, Version
+from targets.sync import refresh_version
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +204,9 @@ def _refresh(kind: str, *args: object) -> bool:
         return False
     try:
         if kind == "version":
-            catalogue_sync.refresh_version(*args)
+            refresh_version(*args)
         else:
-            catalogue_sync.refresh_target(*args)
+            refresh_target(*args)
     except Exception:
         # Upstream down or the file broken: the request is refused with the catalogue's
         # words, and the sync task keeps the last good data.
