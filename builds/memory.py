@@ -9,7 +9,8 @@
   shortcut, which spares parsing them again.
 - Answers of finished builds: a done row is never written again and is deleted after its
   `expires_at`, so its rendered answer is kept until then, within a memory budget.
-- Installable names of a target, per catalogue generation (`Version.synced_at`).
+- Installable names of a target, and its ABI-suffixed names, per catalogue generation
+  (`Version.synced_at`).
 
 `memory` owns all of it; `memory.clear()` forgets everything (tests, another process).
 """
@@ -51,6 +52,11 @@ class KeptAnswer(NamedTuple):
     size: int  # bytes, counted against ANSWER_CACHE_BYTES
 
 
+class TargetNames(NamedTuple):
+    installable: frozenset[str]  # every package name the target can install
+    abi_names: dict[str, str]  # {"libubox20230523": "libubox"}
+
+
 class RequestMemory:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -62,7 +68,7 @@ class RequestMemory:
         # index happens in a sync transaction that also moves its version's `synced_at`.
         # A request that read the old `synced_at` before a sync committed may fill the old
         # key with new names; no later request looks that key up, so nothing stale is served.
-        self.installable: dict[tuple, frozenset[str]] = {}
+        self.installable: dict[tuple, TargetNames] = {}
 
     def clear(self) -> None:
         with self.lock:
@@ -134,8 +140,8 @@ class RequestMemory:
 
     # Installable package names
 
-    def installable_names(self, target: Target) -> frozenset[str] | None:
-        """Every package name `target` can install, read once per catalogue generation.
+    def target_names(self, target: Target) -> TargetNames | None:
+        """The package names `target` can install, read once per catalogue generation.
         None when the version has no generation (rows not written by the sync, as in
         tests that build the catalogue by hand): the caller asks the database."""
         if not Target.version.is_cached(target) or target.version.synced_at is None:
@@ -143,8 +149,10 @@ class RequestMemory:
         key = (target.pk, target.arch_packages, target.version.synced_at)
         names = self.installable.get(key)
         if names is None:
-            names = frozenset(
-                Package.objects.for_target(target).values_list("name", flat=True).distinct()
+            rows = Package.objects.for_target(target).values_list("name", "abi_version")
+            names = TargetNames(
+                frozenset(name for name, _ in rows),
+                {name + abi: name for name, abi in rows if abi},
             )
             with self.lock:
                 # One entry per target: an older generation is never asked for again.

@@ -20,7 +20,7 @@ from builds.errors import BuildRejected
 from builds.memory import memory
 from builds.repositories import repository_allowed
 from packages.changes import apply_package_changes
-from packages.models import Package, PackageIndex
+from packages.models import Package, PackageIndex, without_abi_suffixes
 from packages.sync import refresh_target
 from targets.models import Profile, Target, Version
 from targets.sync import refresh_version
@@ -84,13 +84,18 @@ def effective_request(data: dict, profile: Profile, user_agent: str = "") -> Eff
     version = target.version
     # packages_versions, when given, names the packages and pins what the manifest must show.
     requested = normalise_packages(list(data["packages_versions"]) or data["packages"])
-    changed, rules = apply_package_changes(requested, version, target, profile)
+    abi_names = target_abi_names(target)
+    plain = without_abi_suffixes(requested, abi_names)
+    changed, rules = apply_package_changes(plain, version, target, profile)
     changed = normalise_packages(changed)
     packages = effective_packages(changed, target, profile, data["diff_packages"])
     if not data["repositories"]:
         # Extra feeds may bring names the catalogue has never seen: let the ImageBuilder judge.
         check_package_names(changed, target, profile)
-    pinned = {pkg.removeprefix("+"): v for pkg, v in data["packages_versions"].items()}
+    pinned = {
+        abi_names.get(name, name): v
+        for name, v in ((pkg.removeprefix("+"), v) for pkg, v in data["packages_versions"].items())
+    }
     spec = {
         "distro": data["distro"],
         "version": version.name,
@@ -245,9 +250,9 @@ def check_package_names(packages: list[str], target: Target, profile: Profile) -
     names = {p for p in packages if not p.startswith("-")} - known - ALWAYS_AVAILABLE
     if not names:
         return
-    installable = memory.installable_names(target)
-    if installable is not None:
-        found = names & installable
+    known_names = memory.target_names(target)
+    if known_names is not None:
+        found = names & known_names.installable
     else:
         found = set(
             Package.objects.for_target(target)
@@ -266,6 +271,15 @@ def check_package_names(packages: list[str], target: Target, profile: Profile) -
         f"Impossible package selection: missing ({', '.join(missing)})",
         unknown_packages=missing,
     )
+
+
+def target_abi_names(target: Target) -> dict[str, str]:
+    """{"libubox20230523": "libubox"} for the packages of `target`'s indexes that carry
+    an ABI version (opkg releases): clients may name them either way."""
+    known_names = memory.target_names(target)
+    if known_names is not None:
+        return known_names.abi_names
+    return Package.objects.for_target(target).abi_names()
 
 
 def _has_indexes(target: Target) -> bool:

@@ -6,7 +6,7 @@ late opkg trees), an opkg `Packages` file, or only the old `index.json` v1 (name
 with ABI version). As ASU does, v2 is read first, then `Packages`, then v1.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from packages.models import Package, PackageIndex
@@ -28,6 +28,7 @@ class IndexRead:
     last_modified: str = ""
     # None when the file is the one recorded earlier and has not changed.
     packages: dict[str, str] | None = None
+    abi_versions: dict[str, str] = field(default_factory=dict)  # name -> ABIVersion
 
     @property
     def unchanged(self) -> bool:
@@ -35,7 +36,13 @@ class IndexRead:
 
 
 def parse_packages(text: str, url: str) -> dict[str, str]:
-    """Parse an opkg `Packages` file into {name: version}, ABI versions stripped.
+    """Parse an opkg `Packages` file into {name: version}, ABI versions stripped."""
+    return parse_packages_with_abi(text, url)[0]
+
+
+def parse_packages_with_abi(text: str, url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Parse an opkg `Packages` file into {name: version}, ABI versions stripped, and
+    {name: ABI version} for the packages that have one.
 
     "libjson-script20240329" with "ABIVersion: 20240329" becomes "libjson-script",
     the name clients and manifests with STRIP_ABI use. A file cut in the middle is
@@ -46,6 +53,7 @@ def parse_packages(text: str, url: str) -> dict[str, str]:
     if text.strip() and not text.endswith("\n\n"):
         raise UpstreamError(url, "truncated: the last stanza does not end with an empty line")
     packages: dict[str, str] = {}
+    abi_versions: dict[str, str] = {}
     for number, stanza in enumerate(text.split("\n\n"), start=1):
         if not stanza.strip():
             continue
@@ -68,8 +76,9 @@ def parse_packages(text: str, url: str) -> dict[str, str]:
         name, abi = fields["Package"], fields.get("ABIVersion", "")
         if abi and name.endswith(abi) and len(name) > len(abi):
             name = name[: -len(abi)]
+            abi_versions[name] = abi
         packages[name] = fields["Version"]
-    return packages
+    return packages, abi_versions
 
 
 def parse_index_json(data: object, url: str) -> tuple[int, dict[str, str]]:
@@ -115,7 +124,7 @@ def read_index(directory_url: str, known: PackageIndex | None = None) -> IndexRe
     if fetched is not None:
         if _same_as_known(fetched, known):
             return IndexRead(packages_url)
-        return _read(fetched, parse_packages(fetched.text(), packages_url))
+        return _read(fetched, *parse_packages_with_abi(fetched.text(), packages_url))
 
     if v1 is not None:
         return _read(*v1)
@@ -138,13 +147,16 @@ def _same_as_known(fetched: Fetched, known: PackageIndex | None) -> bool:
     return fetched.not_modified or (bool(known.digest) and fetched.digest == known.digest)
 
 
-def _read(fetched: Fetched, packages: dict[str, str]) -> IndexRead:
+def _read(
+    fetched: Fetched, packages: dict[str, str], abi_versions: dict[str, str] | None = None
+) -> IndexRead:
     return IndexRead(
         url=fetched.url,
         digest=fetched.digest,
         etag=fetched.etag,
         last_modified=fetched.last_modified,
         packages=packages,
+        abi_versions=abi_versions or {},
     )
 
 
@@ -187,7 +199,10 @@ def save_index(
         index.save()
         Package.objects.filter(index=index).delete()
     Package.objects.bulk_create(
-        [Package(index=index, name=pkg, version=ver) for pkg, ver in sorted(read.packages.items())],
+        [
+            Package(index=index, name=pkg, version=ver, abi_version=read.abi_versions.get(pkg, ""))
+            for pkg, ver in sorted(read.packages.items())
+        ],
         batch_size=BULK_BATCH,
     )
     return index

@@ -59,6 +59,11 @@ class PackageQuerySet(models.QuerySet):
         """The target's own packages and kmods: its index.json."""
         return self.filter(index__target=target)
 
+    def abi_names(self) -> dict[str, str]:
+        """{"libubox20230523": "libubox"}: the ABI-suffixed names of these packages."""
+        rows = self.exclude(abi_version="").values_list("name", "abi_version").distinct()
+        return {name + abi: name for name, abi in rows}
+
     def of_arch_feeds(self, version: Version, arch_packages: str) -> "PackageQuerySet":
         """The architecture's feeds of a version: its {arch}-index.json."""
         return self.filter(
@@ -70,6 +75,9 @@ class Package(models.Model):
     index = models.ForeignKey(PackageIndex, on_delete=models.CASCADE, related_name="packages")
     name = models.CharField(max_length=200)  # ABI version stripped, as clients name it
     version = models.CharField(max_length=200)
+    # The opkg index's ABIVersion: the package is also called name + abi_version
+    # ("libubox20230523"), the name some clients and tools report.
+    abi_version = models.CharField(max_length=64, blank=True)
 
     objects = PackageQuerySet.as_manager()
 
@@ -82,6 +90,17 @@ class Package(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+
+def without_abi_suffixes(names: list[str], abi_names: dict[str, str]) -> list[str]:
+    """The names as the catalogue and STRIP_ABI manifests spell them: an ABI-suffixed
+    name ("libubox20230523", also "-libubox20230523") becomes its plain name."""
+    plain = []
+    for name in names:
+        sign = "-" if name.startswith("-") else ""
+        bare = name.removeprefix("-")
+        plain.append(sign + abi_names.get(bare, bare))
+    return plain
 
 
 # A package name as requests and indexes spell it, optionally with one "*" making a

@@ -17,6 +17,7 @@ from packages.changes import (
     find_scope,
     rules_in_effect,
 )
+from packages.models import Package, without_abi_suffixes
 
 PACKAGE_NAME = r"^[+-]?[\w.,-]+$"
 
@@ -84,6 +85,8 @@ class ApplyView(APIView):
             return _bad_request(str(exc))
         # As a build request is normalised before the rules run.
         requested = list(dict.fromkeys(p.removeprefix("+") for p in data["packages"]))
+        abi_names = Package.objects.for_target(target).abi_names()
+        requested = list(dict.fromkeys(without_abi_suffixes(requested, abi_names)))
         packages, applied = apply_package_changes(requested, version, target, profile)
         return Response(
             {
