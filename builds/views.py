@@ -1,4 +1,5 @@
-"""The build API: POST /api/v1/build, GET and HEAD /api/v1/build/{hash}, GET /api/v1/stats.
+"""The build API: POST /api/v1/build, GET and HEAD /api/v1/build/{hash}, GET /api/v1/stats,
+GET /api/v1/build-errors.
 
 Every answer is JSON with an integer `status` equal to the HTTP code and a string
 `detail`; the build endpoints also carry `X-Imagebuilder-Status` and `X-Queue-Position`.
