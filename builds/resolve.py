@@ -84,7 +84,7 @@ def effective_request(data: dict, profile: Profile, user_agent: str = "") -> Eff
     version = target.version
     # packages_versions, when given, names the packages and pins what the manifest must show.
     requested = normalise_packages(list(data["packages_versions"]) or data["packages"])
-    abi_names = target_abi_names(target)
+    abi_names = target_abi_names(target, [*requested, *data["packages_versions"]])
     plain = without_abi_suffixes(requested, abi_names)
     changed, rules = apply_package_changes(plain, version, target, profile)
     changed = normalise_packages(changed)
@@ -273,12 +273,14 @@ def check_package_names(packages: list[str], target: Target, profile: Profile) -
     )
 
 
-def target_abi_names(target: Target) -> dict[str, str]:
+def target_abi_names(target: Target, names: list[str]) -> dict[str, str]:
     """{"libubox20230523": "libubox"} for the packages of `target`'s indexes that carry
     an ABI version (opkg releases): clients may name them either way."""
     known_names = memory.target_names(target)
     if known_names is not None:
         return known_names.abi_names
+    if not any(name[-1:].isdigit() for name in names):
+        return {}  # an ABI version ends in a digit: none of these names can carry one
     return Package.objects.for_target(target).abi_names()
 
 

@@ -371,6 +371,8 @@ def test_a_missing_package_fails_the_build_with_the_header_auc_reads(
         "profile": "8dev_carambola2",
         "packages": ["surely-not-a-package"],
         "repositories": {"extra": f"{upstream}/nothing-here/feed"},
+        # The stock feeds stay, so only the unknown package is missing.
+        "repositories_mode": "append",
     }
 
     response = requests.post(
