@@ -11,9 +11,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from asuproject.lib.env import env_bool, env_choice, env_int, env_list, env_str, env_url
+from asuproject.lib.env import (
+    env_bool,
+    env_choice,
+    env_header,
+    env_int,
+    env_list,
+    env_str,
+    env_url,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ASU_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -41,6 +50,19 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# HTTPS, all off by default so that `make run` serves plain http on 127.0.0.1; the README's
+# production settings turn them on (`manage.py check --deploy` is then clean).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Behind a reverse proxy that terminates TLS: the header it sets to "https" on secure
+# requests (X-Forwarded-Proto), and whether its X-Forwarded-Host names the host.
+SECURE_PROXY_SSL_HEADER = env_header("SECURE_PROXY_SSL_HEADER")
+USE_X_FORWARDED_HOST = env_bool("USE_X_FORWARDED_HOST", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -196,6 +218,8 @@ ASU_REPOSITORY_ALLOW_LIST = env_list("ASU_REPOSITORY_ALLOW_LIST")
 ASU_BUILD_TIMEOUT = env_int("ASU_BUILD_TIMEOUT", 600, minimum=1)
 ASU_BUILD_TTL = env_int("ASU_BUILD_TTL", 24 * 3600, minimum=60)
 ASU_FAILURE_TTL = env_int("ASU_FAILURE_TTL", 3600, minimum=0)
+ASU_DEFAULTS_TTL = env_int("ASU_DEFAULTS_TTL", 1800, minimum=0)  # builds with a defaults script
+ASU_CACHE_MAX_AGE_DAYS = env_int("ASU_CACHE_MAX_AGE_DAYS", 7, minimum=1)  # unused ImageBuilders
 ASU_SYNC_INTERVAL = env_int("ASU_SYNC_INTERVAL", 30, minimum=1)  # minutes
 ASU_CONTACT = env_str("ASU_CONTACT", "")
 ASU_SERVER_VERSION = "0.1.0"
@@ -207,4 +231,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=ASU_SYNC_INTERVAL),
     },
     "expire-builds": {"task": "builds.tasks.expire_builds", "schedule": timedelta(hours=1)},
+    # Snapshot ImageBuilders change daily: the day's snapshot builds go at midnight.
+    "expire-snapshot-builds": {
+        "task": "builds.tasks.expire_builds",
+        "schedule": crontab(minute=0, hour=0),  # CELERY_TIMEZONE: UTC
+    },
 }

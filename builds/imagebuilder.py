@@ -210,6 +210,7 @@ def working_copy(
             )
             on_step(Step.CONTAINER_SETUP)
             copy_tree(folder / current["dir"], work)
+            mark_used(folder / current["dir"])
             if not isinstance(current.get("info"), dict):
                 current = _remember_info(folder, current, work, deadline)
         info = current.get("info")
@@ -238,6 +239,26 @@ def remove_stale_working_copies(max_age: float) -> int:
         except FileNotFoundError:
             pass
     return removed
+
+
+def mark_used(entry: Path) -> None:
+    """Record that a build used the unpacked ImageBuilder `entry` now: its folder's
+    modification time, which nothing else changes once it is unpacked (working copies
+    link its files, never its folders). The retention sweep removes long-unused ones."""
+    os.utime(entry)
+
+
+def cache_entries() -> list[Path]:
+    """Every unpacked ImageBuilder in the cache: ASU_CACHE_DIR/<version>/<target>/<revision>,
+    found beside the current.json of its target folder."""
+    entries = []
+    for current in sorted(Path(settings.ASU_CACHE_DIR).glob(f"*/*/*/{CURRENT}")):
+        entries += [
+            path
+            for path in sorted(current.parent.iterdir())
+            if path.is_dir() and not path.name.startswith(".")
+        ]
+    return entries
 
 
 def _cache_folder(version: str, target: str) -> Path:

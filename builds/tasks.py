@@ -1,18 +1,15 @@
 """Celery tasks: building one image, and expiring old builds."""
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
 from celery.signals import worker_init
-from django.conf import settings
 from django.utils import timezone
 
+from builds import retention
 from builds.director import BuildDirector
 from builds.imagebuilder import remove_stale_working_copies
 from builds.make import sandbox
-from builds.models import Build, Step
-from builds.store import delete_stored_files
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +18,7 @@ log = logging.getLogger(__name__)
 def _prepare_worker(**kwargs) -> None:
     # Logged once when the worker starts; the forked pool processes inherit the answer.
     sandbox()
-    remove_stale_working_copies(_lost_after())
-
-
-def _lost_after() -> float:
-    """Seconds after which a started build can no longer be running: Celery's hard time
-    limit (ASU_BUILD_TIMEOUT + 120) has killed it by then."""
-    return settings.ASU_BUILD_TIMEOUT + 600
+    remove_stale_working_copies(retention.lost_after())
 
 
 @shared_task(bind=True, acks_late=True)
@@ -42,26 +33,17 @@ def build(self, pk: int) -> str:
 
 @shared_task
 def expire_builds() -> int:
-    """Delete builds past their expiry, and their files when no live build shares them.
-    Builds a lost worker left running are failed first, so that they expire too."""
-    now = timezone.now()
-    lost = now - timedelta(seconds=_lost_after())
-    Build.objects.filter(status=Build.Status.STARTED, started_at__lt=lost).update(
-        status=Build.Status.FAILED,
-        imagebuilder_status=Step.FAILED,
-        finished_at=now,
-        expires_at=now + timedelta(seconds=settings.ASU_FAILURE_TTL),
-        detail="Error: The build was interrupted on the server (its worker stopped)",
-    )
-    expired = Build.objects.filter(expires_at__lt=now).exclude(
-        status__in=[Build.Status.QUEUED, Build.Status.STARTED]
-    )
-    bin_dirs = set(expired.values_list("bin_dir", flat=True))
-    count, _ = expired.delete()
-    still_used = set(Build.objects.filter(bin_dir__in=bin_dirs).values_list("bin_dir", flat=True))
-    for bin_dir in bin_dirs - still_used:
-        delete_stored_files(bin_dir)
-    remove_stale_working_copies(_lost_after())
-    if count:
-        log.info("Expired %d builds", count)
-    return count
+    """Delete the builds the retention rules let go (builds/retention.py), their files
+    when no remaining build shares them, ImageBuilders no build used for long and working
+    copies a dead worker left; fail first the builds a lost worker left running, so that
+    they expire too. Beat runs it hourly and at 00:00 UTC, when the day's snapshot
+    builds go."""
+    expiry = retention.expire(timezone.now())
+    if expiry.builds or expiry.cache_entries:
+        log.info(
+            "Expired %d builds, %d store folders, %d unused ImageBuilders",
+            len(expiry.builds),
+            len(expiry.bin_dirs),
+            len(expiry.cache_entries),
+        )
+    return len(expiry.builds)

@@ -5,6 +5,7 @@ secrets can come from files mounted by the orchestrator.
 """
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -78,3 +79,16 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
         if value.upper() == choice.upper():
             return choice
     raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def env_header(name: str) -> tuple[str, str] | None:
+    """An HTTP header name (``X-Forwarded-Proto``) whose value ``https`` marks a request
+    as secure, as Django's SECURE_PROXY_SSL_HEADER wants it; None when unset."""
+    value = env_str(name).strip()
+    if not value:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9-]+", value):
+        raise ImproperlyConfigured(
+            f"{name} must be an HTTP header name such as X-Forwarded-Proto, not {value!r}"
+        )
+    return "HTTP_" + value.upper().replace("-", "_"), "https"
