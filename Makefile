@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Local use: a secret key generated under var/. Production sets DEBUG=false and SECRET_KEY.
-export DEBUG ?= true
+# DEBUG stays off unless asked for (`DEBUG=true make run`). Without SECRET_KEY, the key is
+# one generated once in var/secret_key.
+ifeq ($(origin SECRET_KEY)$(origin SECRET_KEY_FILE),undefinedundefined)
+export SECRET_KEY_FILE := $(CURDIR)/var/secret_key
+endif
+KEY := $(if $(filter $(CURDIR)/var/secret_key,$(SECRET_KEY_FILE)),$(SECRET_KEY_FILE))
 export ASU_HOST ?= 127.0.0.1
 export ASU_PORT ?= 8000
 DEMO_DIR := $(CURDIR)/var/demo
@@ -18,12 +22,17 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
-# Migrate, read the catalogue, then web server, Celery worker and beat in the foreground.
+$(CURDIR)/var/secret_key:
+	mkdir -p $(@D)
+	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+
+# Migrate, read the catalogue, then web server, Celery worker and beat in the foreground,
+# each started again on its own when it exits (deploy/honcho-start).
 # An unreachable upstream is reported; the server still starts on the last good catalogue.
-run: venv
+run: venv $(KEY)
 	$(BIN)/python manage.py migrate --no-input
 	-$(BIN)/python manage.py sync_upstream
-	exec $(BIN)/honcho start
+	exec deploy/honcho-start
 
 # The same, offline, against the small mirror the tests use.
 demo: venv
@@ -31,15 +40,15 @@ demo: venv
 	ASU_VAR_DIR=$(DEMO_DIR) ASU_UPSTREAM_URL=file://$(DEMO_DIR)/mirror \
 		ASU_UPSTREAM_KEYS=$(CURDIR)/tests/fixtures/keys/trusted $(MAKE) run
 
-test: venv
+test: venv $(KEY)
 	$(BIN)/pytest
 
-lint: venv
+lint: venv $(KEY)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-bench: venv
+bench: venv $(KEY)
 	$(BIN)/python -m bench
 
 clean:
