@@ -137,3 +137,12 @@ TARGET_RE = re.compile(r"\w+/\w+", re.ASCII)
 MAX_PACKAGES = 2000
 NAME_MESSAGE = "may only contain letters, digits, '_', '.', ',' and '-'."
 TARGET_MESSAGE = "must look like 'ath79/generic'."
+
+
+def name_field(max_length: int, **kwargs: Any) -> serializers.CharField:
+    """A version, profile or other plain name of a request."""
+    return pattern_field(NAME_RE, NAME_MESSAGE, max_length=max_length, **kwargs)
+
+
+def target_field(**kwargs: Any) -> serializers.CharField:
+    return pattern_field(TARGET_RE, TARGET_MESSAGE, max_length=64, **kwargs)

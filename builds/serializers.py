@@ -11,15 +11,7 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-from asuproject.input import (
-    MAX_PACKAGES,
-    NAME_MESSAGE,
-    NAME_RE,
-    PACKAGE_RE,
-    TARGET_MESSAGE,
-    TARGET_RE,
-    pattern_field,
-)
+from asuproject.input import MAX_PACKAGES, PACKAGE_RE, name_field, target_field
 from builds.repositories import UnusableRepository, repository_url
 
 # Patterns from the contract, ASCII only, always matched whole (re.fullmatch).
@@ -30,10 +22,6 @@ FILESYSTEMS = ["squashfs", "ext4", "ubifs", "erofs", "jffs2", "jffs2-nand", "tar
 REPOSITORIES_MODES = ["append", "replace"]
 
 MAX_REPOSITORIES = 32
-
-
-def _name_field(max_length: int, **kwargs: Any) -> serializers.CharField:
-    return pattern_field(NAME_RE, NAME_MESSAGE, max_length=max_length, **kwargs)
 
 
 MAX_NAME_LENGTH = 200
@@ -127,11 +115,11 @@ class PackageVersionsField(serializers.Field):
 class BuildRequestSerializer(serializers.Serializer):
     """A build request. Unknown fields are ignored; empty values mean absent."""
 
-    distro = _name_field(32, required=False, allow_blank=True, allow_null=True)
-    version = _name_field(32)
-    version_code = _name_field(64, required=False, allow_blank=True, allow_null=True)
-    target = pattern_field(TARGET_RE, TARGET_MESSAGE, max_length=64)
-    profile = _name_field(128)
+    distro = name_field(32, required=False, allow_blank=True, allow_null=True)
+    version = name_field(32)
+    version_code = name_field(64, required=False, allow_blank=True, allow_null=True)
+    target = target_field()
+    profile = name_field(128)
     packages = PackageListField(required=False, allow_null=True)
     packages_versions = PackageVersionsField(required=False, allow_null=True)
     diff_packages = serializers.BooleanField(required=False, allow_null=True, default=False)

@@ -12,13 +12,11 @@ from rest_framework.views import APIView
 
 from asuproject.input import (
     MAX_PACKAGES,
-    NAME_MESSAGE,
-    NAME_RE,
     PACKAGE_RE,
-    TARGET_MESSAGE,
-    TARGET_RE,
     LimitedJSONParser,
+    name_field,
     pattern_field,
+    target_field,
 )
 from packages.changes import (
     UnknownScope,
@@ -69,11 +67,9 @@ class PackageChangesView(APIView):
 class ApplySerializer(serializers.Serializer):
     """The names as a build request spells them, matched whole."""
 
-    version = pattern_field(NAME_RE, NAME_MESSAGE, max_length=32)
-    target = pattern_field(TARGET_RE, TARGET_MESSAGE, max_length=64)
-    profile = pattern_field(
-        NAME_RE, NAME_MESSAGE, max_length=128, required=False, allow_blank=True, default=""
-    )
+    version = name_field(32)
+    target = target_field()
+    profile = name_field(128, required=False, allow_blank=True, default="")
     packages = serializers.ListField(
         child=pattern_field(PACKAGE_RE, "is not a valid package name.", max_length=200),
         default=list,
