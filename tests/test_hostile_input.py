@@ -227,6 +227,7 @@ def test_a_body_just_within_the_limits_is_read(client, catalogue):
         "/api/v1/package-changes?version=24.10.1%0A",
         "/api/v1/build-errors?n=%00",
         "/store/%00/x.bin",
+        "/store/0123abcd/%00.bin",
     ],
 )
 def test_control_characters_in_machine_addresses_are_400_json(client, catalogue, path):
