@@ -83,6 +83,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # A NUL or newline in the path or query: 400 before any view or query sees it.
+    "asuproject.middleware.RefuseControlCharactersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Django's session, auth and messages middleware, stepping aside on the machine paths
     # (/api/, /json/, /store/), where they do nothing but cost a seventh of a poll.

@@ -58,8 +58,29 @@ def respond(answer: Answer) -> HttpResponse:
     return response
 
 
+# A header is not the place for 2000 names: proxies refuse headers of a few KB. The body's
+# detail keeps the whole list.
+UNKNOWN_PACKAGE_HEADER_NAMES = 50
+UNKNOWN_PACKAGE_HEADER_BYTES = 1024
+
+
+def unknown_package_header(names: list[str]) -> str:
+    """`X-Unknown-Package`: the names joined, cut after UNKNOWN_PACKAGE_HEADER_NAMES names
+    or UNKNOWN_PACKAGE_HEADER_BYTES bytes with "... and N more"."""
+    shown: list[str] = []
+    length = 0
+    for name in names[:UNKNOWN_PACKAGE_HEADER_NAMES]:
+        length += len(name) + 2
+        if length > UNKNOWN_PACKAGE_HEADER_BYTES:
+            break
+        shown.append(name)
+    if len(shown) == len(names):
+        return ", ".join(names)
+    return ", ".join(shown) + f", ... and {len(names) - len(shown)} more"
+
+
 def rejected(exc: BuildRejected) -> Answer:
-    headers = (("X-Unknown-Package", ", ".join(exc.unknown_packages)),)
+    headers = (("X-Unknown-Package", unknown_package_header(exc.unknown_packages)),)
     answer = error_answer(
         exc.status, exc.detail, title=exc.title, headers=headers if exc.unknown_packages else ()
     )
@@ -153,7 +174,7 @@ def _missing_packages(detail: str) -> str:
         return ""
     names = detail[start + len(MISSING_PREFIX) :].split(")", 1)[0]
     # Only name characters: the detail comes from build output, a header must not break.
-    return ", ".join(re.findall(r"[\w.+-]+", names))
+    return unknown_package_header(re.findall(r"[\w.+-]+", names))
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from asuproject.input import has_blank_or_control
 from asuproject.lib import usign
 from builds.errors import BuildError
 from builds.imagebuilder import replace_file
@@ -41,6 +42,12 @@ def add_repositories(
     opkg: `src/gz <name> <url>` lines in repositories.conf and usign keys in keys/;
     apk: one index URL a line in `repositories` and PEM keys in keys/.
     """
+    for name, url in repositories.items():
+        # The request was checked; this keeps a hostile string from ever adding a line.
+        if not name or not url or has_blank_or_control(name) or has_blank_or_control(url):
+            raise BuildError(
+                f"Repository {name!r} ({url!r}) holds whitespace or a control character"
+            )
     if is_apk(workdir):
         path = workdir / "repositories"
         kept = [

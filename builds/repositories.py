@@ -1,6 +1,38 @@
 """Extra package feeds a request may name: only those under ASU_REPOSITORY_ALLOW_LIST."""
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from asuproject.input import has_blank_or_control
+
+MAX_URL_LENGTH = 500
+
+
+class UnusableRepository(ValueError):
+    """A repository URL that is not a plain http(s) URL; the message says why."""
+
+
+def repository_url(url: str) -> str:
+    """`url` parsed and written out again: the only form of a requested feed URL that is
+    stored and put into a working copy. Whitespace and control characters are refused
+    anywhere, since urlsplit quietly drops some (a newline) that the feed list would keep.
+    Whether the feed is allowed is `repository_allowed`'s question."""
+    if not isinstance(url, str) or not url:
+        raise UnusableRepository("the URL is empty.")
+    if has_blank_or_control(url):
+        raise UnusableRepository(
+            f"{url!r} holds whitespace or a control character; a feed URL is one line "
+            "without blanks."
+        )
+    if len(url) > MAX_URL_LENGTH:
+        raise UnusableRepository(f"the URL is longer than {MAX_URL_LENGTH} characters.")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise UnusableRepository(f"{url!r} is not a URL: {exc}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnusableRepository(f"{url!r} is not an http(s) URL.")
+    return urlunsplit(parts)
 
 
 def repository_allowed(url: str, allow_list: list[str]) -> bool:

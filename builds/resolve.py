@@ -10,6 +10,7 @@ identical effective builds share one store folder (`bin_dir`).
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,16 +23,23 @@ from builds.repositories import repository_allowed
 from packages.changes import apply_package_changes
 from packages.models import Package, PackageIndex, without_abi_suffixes
 from packages.sync import refresh_target
-from targets.models import Profile, Target, Version
-from targets.sync import refresh_version
+from targets.models import Branch, Profile, Target, Version
+from targets.sync import (
+    read_targets_json,
+    read_versions_list,
+    refresh_version,
+    snapshot_version_name,
+)
+from targets.upstream import fetch, upstream_url
 
 log = logging.getLogger(__name__)
 
 KNOWN_DISTROS = {"openwrt"}
 # Installed by every ImageBuilder from its own folder, absent from some feed indexes.
 ALWAYS_AVAILABLE = frozenset({"kernel", "libc", "libgcc", "libgcc1"})
-# A name that is not in the catalogue triggers at most one upstream refresh per this
-# many seconds, so that bogus requests cannot hammer the downloads server.
+# Upstream's lists of versions and targets are read at most once per this many seconds
+# for the whole server, and a listed piece once per name, so that requests for names
+# the catalogue lacks cannot hammer the downloads server (see `_refresh`).
 REFRESH_THROTTLE_SECONDS = 60
 
 
@@ -203,9 +211,29 @@ def _check_branch(version: Version) -> None:
 
 
 def _refresh(kind: str, *args: object) -> bool:
-    """Read one missing piece of the catalogue from upstream; True if it was attempted."""
-    key = "asu:refresh:" + ":".join(str(a) for a in (kind, *args))
-    if not cache.add(key, True, timeout=REFRESH_THROTTLE_SECONDS):
+    """Read one missing piece of the catalogue from upstream; True if it was attempted.
+
+    Names cost a client nothing, so an unknown name must not cost an upstream read of its
+    own. A version or target is read only if upstream lists it, and those lists are read
+    at most once per REFRESH_THROTTLE_SECONDS for the whole server (through the cache): a
+    real new release or target is found at most that much later, however many bogus
+    names arrive meanwhile. New profiles of a known target cannot be listed without
+    reading the target, so all of them share one such read per interval.
+    """
+    if kind == "version":
+        (name,) = args
+        listed = name in _upstream_versions()
+        key = f"asu:refresh:version:{name}"
+    else:
+        version, name = args
+        if Target.objects.filter(version=version, name=name).exists():
+            listed, key = True, "asu:refresh:profiles"
+        else:
+            listed = name in _upstream_targets(version)
+            key = f"asu:refresh:target:{version}:{name}"
+    # Per listed name as well: a listed piece upstream fails to serve is not read again
+    # and again.
+    if not listed or not cache.add(key, True, timeout=REFRESH_THROTTLE_SECONDS):
         return False
     try:
         if kind == "version":
@@ -217,6 +245,35 @@ def _refresh(kind: str, *args: object) -> bool:
         # words, and the sync task keeps the last good data.
         log.warning("could not refresh %s %s from upstream", kind, args, exc_info=True)
     return True
+
+
+def _upstream_versions() -> set[str]:
+    """The versions upstream offers: its release list, and each enabled branch's snapshot."""
+    snapshots = {snapshot_version_name(b) for b in Branch.objects.filter(enabled=True)}
+    return snapshots | _upstream_list("asu:upstream:versions", read_versions_list)
+
+
+def _upstream_targets(version: Version) -> set[str]:
+    """The targets upstream offers for `version` (its .targets.json)."""
+
+    def read() -> list[str]:
+        return list(read_targets_json(fetch(upstream_url(f"{version.path}/.targets.json"))))
+
+    return _upstream_list(f"asu:upstream:targets:{version}", read)
+
+
+def _upstream_list(key: str, read: Callable[[], list[str]]) -> set[str]:
+    """`read()`, called at most once per REFRESH_THROTTLE_SECONDS for the whole server and
+    kept in the cache; empty while another process reads it or when upstream failed."""
+    names = cache.get(key)
+    if names is None and cache.add(f"{key}:reading", True, timeout=REFRESH_THROTTLE_SECONDS):
+        try:
+            names = read()
+        except Exception:
+            log.warning("could not read %s from upstream", key, exc_info=True)
+            names = []
+        cache.set(key, names, timeout=REFRESH_THROTTLE_SECONDS)
+    return set(names or ())
 
 
 def effective_packages(

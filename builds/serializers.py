@@ -11,30 +11,17 @@ from typing import Any
 from django.conf import settings
 from rest_framework import serializers
 
-# Patterns from the contract, ASCII only: these names end up in file names and make
-# arguments.
-NAME_RE = re.compile(r"^[\w.,-]*$", re.ASCII)
-# A package may carry a leading "+" (stripped) or "-" (remove it from the image).
-PACKAGE_RE = re.compile(r"^[+-]?\w[\w.,-]*$", re.ASCII)
-PACKAGE_VERSION_RE = re.compile(r"^[\w+.,~-]*$", re.ASCII)
-TARGET_RE = re.compile(r"^\w+/\w+$", re.ASCII)
-REPOSITORY_NAME_RE = re.compile(r"^\w[\w.-]*$", re.ASCII)
+from asuproject.input import MAX_PACKAGES, PACKAGE_RE, name_field, target_field
+from builds.repositories import UnusableRepository, repository_url
+
+# Patterns from the contract, ASCII only, always matched whole (re.fullmatch).
+PACKAGE_VERSION_RE = re.compile(r"[\w+.,~-]*", re.ASCII)
+REPOSITORY_NAME_RE = re.compile(r"\w[\w.-]*", re.ASCII)
 
 FILESYSTEMS = ["squashfs", "ext4", "ubifs", "erofs", "jffs2", "jffs2-nand", "targz", "cpiogz"]
 REPOSITORIES_MODES = ["append", "replace"]
 
-# Generous bounds that no real router reaches, so a request cannot grow without limit.
-MAX_PACKAGES = 2000
 MAX_REPOSITORIES = 32
-
-
-def _name_field(max_length: int, **kwargs: Any) -> serializers.RegexField:
-    return serializers.RegexField(
-        NAME_RE,
-        max_length=max_length,
-        error_messages={"invalid": "may only contain letters, digits, '_', '.', ',' and '-'."},
-        **kwargs,
-    )
 
 
 MAX_NAME_LENGTH = 200
@@ -71,7 +58,7 @@ class PackageListField(serializers.Field):
             self.fail("not_a_list", input_type=type(data).__name__)
         names: list[str] = []
         errors: dict[int, list[str]] = {}
-        fullmatch = PACKAGE_RE.fullmatch  # not match: "$" would let a trailing newline by
+        fullmatch = PACKAGE_RE.fullmatch
         for index, item in enumerate(data):
             # The usual item, a plain valid name, needs nothing more.
             if type(item) is str and len(item) <= MAX_NAME_LENGTH and fullmatch(item):
@@ -111,7 +98,7 @@ class PackageVersionsField(serializers.Field):
         for key, value in data.items():
             try:
                 version = _text(value, invalid=INVALID_VERSION)
-                if not PACKAGE_VERSION_RE.match(version):
+                if not PACKAGE_VERSION_RE.fullmatch(version):
                     raise serializers.ValidationError(INVALID_VERSION)
             except serializers.ValidationError as exc:
                 errors[str(key)] = exc.detail
@@ -128,15 +115,11 @@ class PackageVersionsField(serializers.Field):
 class BuildRequestSerializer(serializers.Serializer):
     """A build request. Unknown fields are ignored; empty values mean absent."""
 
-    distro = _name_field(32, required=False, allow_blank=True, allow_null=True)
-    version = _name_field(32)
-    version_code = _name_field(64, required=False, allow_blank=True, allow_null=True)
-    target = serializers.RegexField(
-        TARGET_RE,
-        max_length=64,
-        error_messages={"invalid": "must look like 'ath79/generic'."},
-    )
-    profile = _name_field(128)
+    distro = name_field(32, required=False, allow_blank=True, allow_null=True)
+    version = name_field(32)
+    version_code = name_field(64, required=False, allow_blank=True, allow_null=True)
+    target = target_field()
+    profile = name_field(128)
     packages = PackageListField(required=False, allow_null=True)
     packages_versions = PackageVersionsField(required=False, allow_null=True)
     diff_packages = serializers.BooleanField(required=False, allow_null=True, default=False)
@@ -168,7 +151,7 @@ class BuildRequestSerializer(serializers.Serializer):
             return value
         if len(value) > MAX_PACKAGES:
             raise serializers.ValidationError(f"at most {MAX_PACKAGES} packages.")
-        bad = [n for n in value if not PACKAGE_RE.match(n) or len(n) > MAX_NAME_LENGTH]
+        bad = [n for n in value if not PACKAGE_RE.fullmatch(n) or len(n) > MAX_NAME_LENGTH]
         if bad:
             raise serializers.ValidationError(f"{bad[0]!r} is not a valid package name.")
         return value
@@ -195,12 +178,20 @@ class BuildRequestSerializer(serializers.Serializer):
             return value
         if len(value) > MAX_REPOSITORIES:
             raise serializers.ValidationError(f"at most {MAX_REPOSITORIES} repositories.")
+        urls = {}
         for name, url in value.items():
-            if not REPOSITORY_NAME_RE.match(name) or len(name) > 64:
-                raise serializers.ValidationError(f"{name!r} is not a valid repository name.")
-            if not re.match(r"^https?://[^/\s]+", url):
-                raise serializers.ValidationError(f"{url!r} is not an http(s) URL.")
-        return value
+            if not REPOSITORY_NAME_RE.fullmatch(name) or len(name) > 64:
+                raise serializers.ValidationError(
+                    f"{name!r} is not a valid repository name: letters, digits, '_', '.' "
+                    "and '-', at most 64."
+                )
+            try:
+                # Only the URL as parsed and written out again goes further, never the raw
+                # string: it becomes a line of the ImageBuilder's feed list.
+                urls[name] = repository_url(url)
+            except UnusableRepository as exc:
+                raise serializers.ValidationError(f"{name}: {exc}") from None
+        return urls
 
     def validate(self, attrs: dict) -> dict:
         """Fill in the defaults, so that absent, null and empty all read the same."""

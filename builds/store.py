@@ -31,7 +31,11 @@ from asuproject.api_errors import error_response
 from builds.errors import BuildError
 
 CHUNK_SIZE = 64 * 1024
-RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
+# More digits than any file size has; reading longer numbers is slow, and Python refuses
+# more than 4300 digits. Any such position lies past the end of every file.
+MAX_POSITION_DIGITS = 19
+PAST_ANY_FILE = 10**MAX_POSITION_DIGITS
 
 
 @csrf_exempt
@@ -100,21 +104,27 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     None to send the whole file (no header, several ranges, or one we cannot parse)."""
     if not header:
         return None
-    match = RANGE_RE.match(header.strip())
+    match = RANGE_RE.fullmatch(header.strip())
     if not match or match.groups() == ("", ""):
         return None
-    first, last = match.groups()
-    if first == "":
-        suffix = int(last)
-        if suffix == 0 or size == 0:
+    first, last = (_position(digits) for digits in match.groups())
+    if first is None:
+        if last == 0 or size == 0:
             return "unsatisfiable"
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+        return max(0, size - last), size - 1
+    if last is not None and last < first:
         return None
-    if start >= size:
+    if first >= size:
         return "unsatisfiable"
-    return start, min(int(last) if last else size - 1, size - 1)
+    return first, min(last if last is not None else size - 1, size - 1)
+
+
+def _position(digits: str) -> int | None:
+    """A byte position of a Range header; None if absent."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= MAX_POSITION_DIGITS else PAST_ANY_FILE
 
 
 def _size(storage: Storage, name: str) -> int | None:

@@ -10,7 +10,6 @@ serializer still checks the shape of new requests. A finished build's answer is 
 once per process and served as bytes until the build expires (`builds.memory`).
 """
 
-import json
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from asuproject.api_errors import error_response, flatten_errors
+from asuproject.input import MalformedJSON, parse_json
 from builds.answers import (
     INTERNAL_ERROR,
     NOT_FOUND,
@@ -146,10 +146,11 @@ def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpRespon
 
 
 def json_body(body: bytes) -> Any:
-    """The request body as JSON, whatever Content-Type it came with (auc sends text/json)."""
+    """The request body as JSON, whatever Content-Type it came with (auc sends text/json),
+    within `parse_json`'s limits on depth, numbers and strings."""
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Malformed(f"the body is not valid JSON: {exc}") from None
+        return parse_json(body)
+    except MalformedJSON as exc:
+        raise Malformed(str(exc)) from None

@@ -10,6 +10,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from asuproject.input import (
+    MAX_PACKAGES,
+    PACKAGE_RE,
+    LimitedJSONParser,
+    name_field,
+    pattern_field,
+    target_field,
+)
 from packages.changes import (
     UnknownScope,
     apply_package_changes,
@@ -18,8 +26,6 @@ from packages.changes import (
     rules_in_effect,
 )
 from packages.models import Package, without_abi_suffixes
-
-PACKAGE_NAME = r"^[+-]?[\w.,-]+$"
 
 
 def _bad_request(detail: str) -> Response:
@@ -59,11 +65,15 @@ class PackageChangesView(APIView):
 
 
 class ApplySerializer(serializers.Serializer):
-    version = serializers.CharField(max_length=32)
-    target = serializers.RegexField(r"^\w+/\w+$", max_length=64)
-    profile = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+    """The names as a build request spells them, matched whole."""
+
+    version = name_field(32)
+    target = target_field()
+    profile = name_field(128, required=False, allow_blank=True, default="")
     packages = serializers.ListField(
-        child=serializers.RegexField(PACKAGE_NAME, max_length=200), default=list
+        child=pattern_field(PACKAGE_RE, "is not a valid package name.", max_length=200),
+        default=list,
+        max_length=MAX_PACKAGES,
     )
 
 
@@ -72,6 +82,9 @@ class ApplyView(APIView):
 
     A dry run: the package list with the rules applied, and the rules that fired.
     """
+
+    # Depth, number and string limits: a hostile body is a 422, not a RecursionError.
+    parser_classes = [LimitedJSONParser]
 
     def post(self, request: Request) -> Response:
         serializer = ApplySerializer(data=request.data)

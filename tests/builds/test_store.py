@@ -136,7 +136,6 @@ def test_browsers_on_other_origins_may_read_it(client, store):
         "/store/0123abcd/",
         "/store/0123abcd/missing.bin",
         "/store/0123abcd/.hidden",
-        "/store/0123abcd/%00.bin",
     ],
 )
 def test_nothing_outside_a_build_folder_is_served(client, store, path):
