@@ -247,7 +247,7 @@ class PackageChange(models.Model):
     def _check_package_names(self) -> Iterator[tuple[str, str]]:
         for field in ("source", "target"):
             value = getattr(self, field)
-            if value and not PACKAGE_PATTERN_RE.match(value):
+            if value and not PACKAGE_PATTERN_RE.fullmatch(value):
                 yield (
                     field,
                     f"{value!r} is not a package name: letters, digits and . _ + - only, "
@@ -261,14 +261,14 @@ class PackageChange(models.Model):
             yield "target", "A renamed pattern needs one * in both source and target."
 
     def _check_scope(self) -> Iterator[tuple[str, str]]:
-        if self.only_if and not PACKAGE_NAME_RE.match(self.only_if):
+        if self.only_if and not PACKAGE_NAME_RE.fullmatch(self.only_if):
             yield "only_if", f"{self.only_if!r} is not a package name."
         if not isinstance(self.targets, list) or not all(
-            isinstance(t, str) and TARGET_RE.match(t) for t in self.targets
+            isinstance(t, str) and TARGET_RE.fullmatch(t) for t in self.targets
         ):
             yield "targets", "Targets are written like ath79/generic."
         if not isinstance(self.profiles, list) or not all(
-            isinstance(p, str) and PROFILE_RE.match(p) for p in self.profiles
+            isinstance(p, str) and PROFILE_RE.fullmatch(p) for p in self.profiles
         ):
             yield "profiles", "Profiles are ImageBuilder profile names like tplink_archer-c7-v5."
         if self.later_branches and not self.branch_id:

@@ -113,7 +113,7 @@ class SyncRun:
 def branch_of(version_name: str, branches: Iterable[Branch]) -> Branch | None:
     """The branch whose name prefixes the version: "24.10.1" and "24.10-SNAPSHOT"
     belong to "24.10", "SNAPSHOT" to "SNAPSHOT"."""
-    if not VERSION_NAME_RE.match(version_name):
+    if not VERSION_NAME_RE.fullmatch(version_name):
         return None
     best = None
     for branch in branches:
