@@ -16,9 +16,10 @@ from django_celery_results.models import TaskResult
 
 from asuproject.celery import app as celery_app
 from builds import reconcile
+from builds.director import BuildDirector
 from builds.models import Build, Step
 from builds.queue import get_or_queue, send
-from builds.tasks import reconcile_builds
+from builds.tasks import build, reconcile_builds
 from tests.builds.test_build_task import queue_build
 
 
@@ -81,8 +82,6 @@ def test_a_fresh_duplicate_message_does_not_take_a_started_build_over():
     row = queue_build()
     Build.objects.filter(pk=row.pk).update(status="started", task_id="task-1")
 
-    from builds.director import BuildDirector
-
     assert BuildDirector.claim(row.pk, "task-1") is None
     assert BuildDirector.claim(row.pk, "task-2", redelivered=True) is None
     assert BuildDirector.claim(row.pk, "task-1", redelivered=True) is not None
@@ -143,8 +142,6 @@ def test_a_build_that_fails_on_a_server_error_is_built_again_when_asked(upstream
         raise RuntimeError("a bug")
 
     monkeypatch.setattr("builds.director.BuildDirector.build", broken)
-    from builds.tasks import build
-
     build.apply(args=[row.pk])
     row.refresh_from_db()
     assert (row.status, row.server_fault) == ("failed", True)
