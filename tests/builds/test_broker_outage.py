@@ -81,9 +81,8 @@ def broker(settings) -> Iterator[PrivateRedis]:
 
 def use_broker(urls: dict) -> None:
     """Send this process's tasks with `urls`: Celery keeps its connections and producers
-    in pools made for the first broker, and has no public way to drop them."""
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    in pools made for the first broker, and has no public way to drop them. The pools
+    stay open (kombu keeps them per broker): the old broker's are used again after."""
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
     celery_app.conf.update(urls)
