@@ -134,6 +134,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory, so a Celery worker in another process sees the test data.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+# A persistent connection the database dropped (restart, failover) is found unusable
+# before the next request uses it, and replaced: no 500s, no restart.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -193,6 +196,8 @@ if CELERY_BROKER_URL.startswith("sqla+"):
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_ACKS_LATE = True
+# A build whose pool process was killed goes back to the broker; its redelivered task
+# takes the build over (builds.director.BuildDirector.claim).
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -237,5 +242,11 @@ CELERY_BEAT_SCHEDULE = {
     "expire-snapshot-builds": {
         "task": "builds.tasks.expire_builds",
         "schedule": crontab(minute=0, hour=0),  # CELERY_TIMEZONE: UTC
+    },
+    # Sends builds the broker never got or lost, fails builds whose worker is gone.
+    "reconcile-builds": {
+        "task": "builds.tasks.reconcile_builds",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 55},  # a tick missed while the broker was down is dropped
     },
 }

@@ -48,6 +48,26 @@ def error_answer(status: int, detail: str, title: str | None = None, headers: tu
 NOT_FOUND = error_answer(404, "could not find provided request hash")
 INTERNAL_ERROR = error_answer(500, "internal server error")
 
+# Seconds a client waits before asking again when a service of the server is down.
+RETRY_AFTER = 30
+
+
+def unavailable(detail: str) -> Answer:
+    """503: a service the server needs (database, build queue, store) is down. Nothing
+    is decided about the build, so no `X-Imagebuilder-Status`: clients take `failed` as
+    final. `Retry-After` says when to ask again."""
+    return Answer(
+        503,
+        encode(error_body(503, detail, "Service Unavailable")),
+        (("Retry-After", str(RETRY_AFTER)),),
+    )
+
+
+UNSENT = unavailable(
+    "The build is accepted but the build queue is unavailable; the server sends it "
+    "when the queue is back. Request it again in a moment"
+)
+
 
 def respond(answer: Answer) -> HttpResponse:
     response = HttpResponse(answer.body, content_type="application/json", status=answer.status)
@@ -90,7 +110,8 @@ def rejected(exc: BuildRejected) -> Answer:
 
 
 def status_answer(build: Build) -> Answer:
-    """The build status: 202 queued or started, 200 done, 500 failed. A finished build's
+    """The build status: 202 queued or started, 200 done, 500 failed, 503 while its task
+    could not be sent to the build queue. A finished build's
     answer is kept for the next polls; `build` may hold only the status columns when
     this process has kept it."""
     finished = build.status == Build.Status.DONE
@@ -101,6 +122,8 @@ def status_answer(build: Build) -> Answer:
     else:
         # A row deleted and requested anew: what this process kept for it is over.
         memory.drop_answer(build.request_hash)
+        if build.is_unsent():
+            return UNSENT  # not queued for any worker yet: no queue position to give
     if build.status in (Build.Status.DONE, Build.Status.FAILED):
         missing = build.get_deferred_fields().intersection(RESULT_COLUMNS)
         if missing:

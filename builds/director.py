@@ -8,15 +8,16 @@ text the requester reads.
 
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db.models import Q
 from django.utils import timezone
 
-from builds import configure, store
+from builds import configure, retention, store
 from builds.errors import BuildError
 from builds.imagebuilder import Workspace, working_copy
 from builds.make import MakeResult, image_command, run_make
@@ -65,9 +66,14 @@ class BuildDirector:
         self.images: list[dict] = []
 
     @classmethod
-    def claim(cls, pk: int, task_id: str) -> "BuildDirector | None":
-        """Take Build `pk` if it is still queued; None if it is gone or already taken."""
-        claimed = Build.objects.filter(pk=pk, status=Build.Status.QUEUED).update(
+    def claim(cls, pk: int, task_id: str, redelivered: bool = False) -> "BuildDirector | None":
+        """Take Build `pk` if it is still queued; None if it is gone or already taken.
+        A redelivered task (its worker died mid-build and the broker handed the message
+        out again) takes over its own started build: same task id, nobody else runs it."""
+        claimable = Q(status=Build.Status.QUEUED)
+        if redelivered and task_id:
+            claimable |= Q(status=Build.Status.STARTED, task_id=task_id)
+        claimed = Build.objects.filter(claimable, pk=pk).update(
             status=Build.Status.STARTED,
             started_at=timezone.now(),
             task_id=task_id,
@@ -76,6 +82,8 @@ class BuildDirector:
         if claimed != 1:
             log.info("Build %s is gone or taken by another worker", pk)
             return None
+        if redelivered:
+            log.info("Build %s taken over by its redelivered task %s", pk, task_id)
         row = Build.objects.filter(pk=pk).first()
         return cls(row) if row is not None else None
 
@@ -91,7 +99,7 @@ class BuildDirector:
             return "failed"
         except Exception:
             log.exception("Build %s failed on the server", self.row.pk)
-            self.fail(SERVER_FAILED)
+            self.fail(SERVER_FAILED, server_fault=True)
             return "failed"
         self.timings.start("finish")
         self.finish(**fields)
@@ -339,7 +347,6 @@ class BuildDirector:
 
     def _record(self, failed: bool, detail: str = "", **fields: Any) -> None:
         now = timezone.now()
-        ttl = settings.ASU_FAILURE_TTL if failed else settings.ASU_BUILD_TTL
         for name in ("stdout", "stderr"):
             if name in fields:
                 fields[name] = bounded(fields[name] or "")
@@ -348,7 +355,8 @@ class BuildDirector:
             status=Build.Status.FAILED if failed else Build.Status.DONE,
             imagebuilder_status=Step.FAILED if failed else Step.DONE,
             finished_at=now,
-            expires_at=now + timedelta(seconds=ttl),
+            # When the retention sweep deletes it: kept answers never outlive the row.
+            expires_at=retention.expires_at(self.row.version, self.request, failed, now),
             detail=f"Error: {detail}" if failed else "",
             **fields,
         )

@@ -49,7 +49,13 @@ SYSUPGRADE_TYPES = frozenset({"sysupgrade", "combined", "combined-efi", "sdcard"
 
 class BuildQuerySet(models.QuerySet):
     def queued(self) -> "BuildQuerySet":
-        return self.filter(status=Build.Status.QUEUED)
+        """The builds waiting for a worker: queued, and their task sent to the broker."""
+        return self.filter(status=Build.Status.QUEUED, sent_at__isnull=False)
+
+    def unsent(self) -> "BuildQuerySet":
+        """Queued builds whose task never reached the broker (it was down): real work
+        for no worker until they are sent."""
+        return self.filter(status=Build.Status.QUEUED, sent_at__isnull=True)
 
     def recent_failures(self, count: int) -> "BuildQuerySet":
         """The `count` builds that failed last, newest first."""
@@ -96,6 +102,11 @@ class Build(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # When the task was last handed to the broker; None until a send succeeded.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # A failure of the server, not of the request (worker killed or lost, server error):
+    # not kept for ASU_FAILURE_TTL, asking again builds again.
+    server_fault = models.BooleanField(default=False)
 
     # Results
     bin_dir = models.CharField(max_length=128, blank=True)  # the folder under the store
@@ -123,6 +134,8 @@ class Build(models.Model):
         "stdout": "",
         "stderr": "",
         "detail": "",
+        "sent_at": None,
+        "server_fault": False,
     }
 
     class Meta:
@@ -146,6 +159,10 @@ class Build(models.Model):
         moment = self.finished_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         error = HEX_RUN.sub("<hash>", " ".join(self.detail.split()))[:200]
         return f"{moment} {self.version}:{self.target}:{self.profile} {error}"
+
+    def is_unsent(self) -> bool:
+        """Queued, but its task never reached the broker."""
+        return self.status == Build.Status.QUEUED and self.sent_at is None
 
     def reported_step(self) -> str:
         """The step of a running build as the clients spell it (`Step.ALL`)."""

@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import kombu.exceptions
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import DEFERRED, Q
@@ -28,6 +29,7 @@ STATUS_COLUMNS = (
     "enqueued_at",
     "finished_at",
     "expires_at",
+    "sent_at",
 )
 # ... and these too for a finished or failed one.
 RESULT_COLUMNS = (
@@ -46,11 +48,11 @@ RESULT_COLUMNS = (
 _JSON_COLUMNS = frozenset(
     {"result", "manifest", "images", "build_cmd", "request", "package_changes_applied"}
 )
-_TIME_COLUMNS = frozenset({"enqueued_at", "finished_at", "expires_at"})
+_TIME_COLUMNS = frozenset({"enqueued_at", "finished_at", "expires_at", "sent_at"})
 _ATTNAMES = [field.attname for field in Build._meta.concrete_fields]
 
 _POSITION_SQL = (
-    "SELECT COUNT(*) FROM {} WHERE status = %s "
+    "SELECT COUNT(*) FROM {} WHERE status = %s AND sent_at IS NOT NULL "
     "AND (enqueued_at < %s OR (enqueued_at = %s AND id < %s))"
 )
 
@@ -98,7 +100,8 @@ def _aware(value: datetime | str) -> datetime:
 
 def queue_position(build: Build) -> int:
     """How many queued builds go before this one: 0 for the next to start (one count on
-    the (status, enqueued_at) index, ties broken by id)."""
+    the (status, enqueued_at) index, ties broken by id). Builds whose task never reached
+    the broker wait for no worker: they are not counted."""
     # Stored as the database stores it (SQLite compares datetimes as text).
     enqueued_at = connection.ops.adapt_datetimefield_value(build.enqueued_at)
     with connection.cursor() as cursor:
@@ -134,17 +137,22 @@ def get_or_queue(request_hash: str, fields: dict, results: bool = True) -> tuple
 
 
 def retry_failed(build: Build) -> bool:
-    """Queue a failed build again once its failure TTL has passed; True if this call did.
-    `build` is refreshed to its current state either way."""
+    """Queue a failed build again once its failure TTL has passed, or at once when the
+    server was at fault; True if this call did. `build` is refreshed to its current state
+    either way."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.ASU_FAILURE_TTL)
-    if (build.finished_at or build.enqueued_at) > cutoff:
+    if not build.server_fault and (build.finished_at or build.enqueued_at) > cutoff:
         return False
     ensure_room()
     # The conditional update lets exactly one of many concurrent requests re-queue it.
     claimed = (
         Build.objects.filter(pk=build.pk, status=Build.Status.FAILED)
-        .filter(Q(finished_at__lte=cutoff) | Q(finished_at__isnull=True, enqueued_at__lte=cutoff))
+        .filter(
+            Q(server_fault=True)
+            | Q(finished_at__lte=cutoff)
+            | Q(finished_at__isnull=True, enqueued_at__lte=cutoff)
+        )
         .update(task_id=str(uuid.uuid4()), enqueued_at=now, **Build.QUEUED_AFRESH)
     )
     build.refresh_from_db()
@@ -168,13 +176,33 @@ def ensure_room() -> None:
         )
 
 
+class QueueUnavailable(Exception):
+    """The broker could not take the build's task: the row stays unsent."""
+
+
 def enqueue(build: Build) -> None:
-    """Send the build task once the row is committed, under the id stored on the row."""
+    """Send the build task once the row is committed (`send`). Outside a transaction this
+    sends at once and raises QueueUnavailable if the broker refused it."""
+    transaction.on_commit(functools.partial(send, build))
+
+
+def send(build: Build, again: bool = False) -> None:
+    """Hand the build task to the broker under the id stored on the row, and mark the row
+    sent; raise QueueUnavailable, the row left unsent, if the broker cannot take it.
+    Of several requests finding the row unsent, one sends; `again` sends a row marked
+    sent whose message the broker lost."""
+    sent_at = timezone.now()
+    row = Build.objects.filter(pk=build.pk, status=Build.Status.QUEUED)
+    # Marked before sending, so that concurrent requests send one message, not many.
+    if not row.filter(sent_at__isnull=not again).update(sent_at=sent_at):
+        build.refresh_from_db(fields=["status", "sent_at"])
+        return  # another request sends it, or a worker has it already
     # The queue is read from the settings now, not when Celery was configured.
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
-
-    def send() -> None:
+    try:
         # By name, so the web process needs no import of the worker's code.
         app.send_task("builds.tasks.build", args=[build.pk], task_id=build.task_id, queue=queue)
-
-    transaction.on_commit(send)
+    except (kombu.exceptions.OperationalError, OSError) as exc:
+        row.filter(sent_at=sent_at).update(sent_at=None)
+        raise QueueUnavailable(f"the build queue is unavailable: {exc}") from exc
+    build.sent_at = sent_at

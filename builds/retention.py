@@ -152,6 +152,7 @@ def expire(now: datetime) -> Expiry:
         finished_at=now,
         expires_at=now + timedelta(seconds=settings.ASU_FAILURE_TTL),
         detail=LOST_DETAIL,
+        server_fault=True,  # not the request's fault: asking again builds again
     )
     expiry = find_expired(now)
     expiry.lost = lost

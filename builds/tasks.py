@@ -1,4 +1,5 @@
-"""Celery tasks: building one image, and expiring old builds."""
+"""Celery tasks: building one image, keeping builds and the broker in step, and expiring
+old builds."""
 
 import logging
 
@@ -6,7 +7,7 @@ from celery import shared_task
 from celery.signals import worker_init
 from django.utils import timezone
 
-from builds import retention
+from builds import reconcile, retention
 from builds.director import BuildDirector
 from builds.imagebuilder import remove_stale_working_copies
 from builds.make import sandbox
@@ -21,14 +22,23 @@ def _prepare_worker(**kwargs) -> None:
     remove_stale_working_copies(retention.lost_after())
 
 
-@shared_task(bind=True, acks_late=True)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def build(self, pk: int) -> str:
-    """Build the image of Build `pk`. A redelivered or repeated task finds the row no
-    longer queued and does nothing."""
-    director = BuildDirector.claim(pk, task_id=self.request.id or "")
+    """Build the image of Build `pk`. A repeated task finds the row no longer queued and
+    does nothing; a redelivered one (its worker was killed mid-build, and the broker
+    handed the unacknowledged message out again) takes its own build over."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    director = BuildDirector.claim(pk, task_id=self.request.id or "", redelivered=redelivered)
     if director is None:
         return "skipped"
     return director.run()
+
+
+@shared_task
+def reconcile_builds() -> dict[str, int]:
+    """Every minute (CELERY_BEAT_SCHEDULE): send the builds the broker never got or lost,
+    and fail, as the server's fault, the builds whose worker is gone."""
+    return reconcile.reconcile()
 
 
 @shared_task

@@ -13,6 +13,9 @@ once per process and served as bytes until the build expires (`builds.memory`).
 import logging
 from typing import Any
 
+import django.db
+import kombu.exceptions
+import redis
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.views import View
@@ -28,15 +31,34 @@ from builds.answers import (
     rejected,
     respond,
     status_answer,
+    unavailable,
 )
 from builds.errors import BuildRejected
 from builds.memory import body_key, known_build, memory, shortcut_key
 from builds.models import Build
-from builds.queue import build_by_hash
+from builds.queue import QueueUnavailable, build_by_hash, send
 from builds.serializers import BuildRequestSerializer
 from builds.services import request_build
 
 log = logging.getLogger(__name__)
+
+
+# A service the server needs is down: 503, and the request can simply be repeated.
+# OSError covers the store, and sockets the broker client did not wrap.
+DATABASE_ERRORS = (django.db.OperationalError, django.db.InterfaceError)
+BROKER_ERRORS = (QueueUnavailable, kombu.exceptions.OperationalError, redis.ConnectionError)
+INFRASTRUCTURE_ERRORS = (*DATABASE_ERRORS, *BROKER_ERRORS, OSError)
+
+
+def unavailable_detail(exc: Exception) -> str:
+    """Which service is down, in words; the exception itself goes to the log only."""
+    if isinstance(exc, DATABASE_ERRORS):
+        service = "the database is unavailable"
+    elif isinstance(exc, BROKER_ERRORS):
+        service = "the build queue is unavailable"
+    else:
+        service = "the image store is unavailable"
+    return f"Temporarily unavailable: {service}. Please try again in a moment"
 
 
 class Malformed(Exception):
@@ -54,6 +76,9 @@ class JsonEndpoint(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             return super().dispatch(request, *args, **kwargs)
+        except INFRASTRUCTURE_ERRORS as exc:
+            log.warning("%s: service unavailable: %r", self.__class__.__name__, exc)
+            return respond(unavailable(unavailable_detail(exc)))
         except Exception:
             log.exception("unexpected error in %s", self.__class__.__name__)
             return respond(INTERNAL_ERROR)
@@ -102,6 +127,8 @@ class BuildView(JsonEndpoint):
                 )
             except BuildRejected as exc:
                 return respond(rejected(exc))
+        if found.is_unsent():
+            send(found)  # the broker was down when it was queued: try again now
         memory.remember_body(key, shortcut)
         return respond(status_answer(found))
 

@@ -305,8 +305,15 @@ def test_build_detail_of_a_failed_build_shows_the_detail_and_the_end_of_stderr(c
 
 
 def test_build_detail_of_a_queued_build_shows_its_place_in_the_queue(client):
-    make_build(status=Build.Status.QUEUED, enqueued_at=timezone.now() - timedelta(minutes=5))
-    build = make_build(status=Build.Status.QUEUED, enqueued_at=timezone.now())
+    # Both sent to the broker, as the API leaves them.
+    make_build(
+        status=Build.Status.QUEUED,
+        enqueued_at=timezone.now() - timedelta(minutes=5),
+        sent_at=timezone.now(),
+    )
+    build = make_build(
+        status=Build.Status.QUEUED, enqueued_at=timezone.now(), sent_at=timezone.now()
+    )
 
     response = client.get(f"/builds/{build.request_hash}/")
 
