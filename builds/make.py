@@ -124,15 +124,16 @@ def _probe(tools: Sandbox, network: bool) -> str:
 
 def sandboxed(tools: Sandbox, workdir: Path, network: bool, fds: dict[str, int]) -> list[str]:
     """The bubblewrap prefix: its own user (BUILD_UID), read-only system, only `workdir`
-    writable, a private /tmp, every namespace private. `network` without pasta shares the
-    host's network. `fds` are pipes: "passwd" and "group" to read the accounts from,
-    "info" and "block" to let pasta join the sandbox before the command starts."""
+    writable, a private /tmp, every namespace private but the network when `network`.
+
+    `fds` are pipes: "passwd" and "group" to read the accounts from; with pasta, "info" and
+    "block", for an outer bubblewrap that holds only the build's network namespace, which
+    pasta joins before the sandbox starts. (pasta cannot join the sandbox itself: it moves
+    to a second user namespace, to become BUILD_UID, that does not own the network.)"""
     args = [tools.bwrap, "--die-with-parent", "--new-session", "--unshare-all"]
     args += ["--unshare-user", "--uid", str(BUILD_UID), "--gid", str(BUILD_GID)]
-    if network and not tools.pasta:
+    if network:
         args.append("--share-net")
-    if "info" in fds:
-        args += ["--info-fd", str(fds["info"]), "--block-fd", str(fds["block"])]
     for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -147,7 +148,11 @@ def sandboxed(tools: Sandbox, workdir: Path, network: bool, fds: dict[str, int])
         args += ["--ro-bind-data", str(fds[name]), f"/etc/{name}"]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
-    return args
+    if "info" not in fds:
+        return args
+    outer = [tools.bwrap, "--die-with-parent", "--unshare-user", "--unshare-net"]
+    outer += ["--dev-bind", "/", "/", "--info-fd", str(fds["info"])]
+    return [*outer, "--block-fd", str(fds["block"]), "--", *args]
 
 
 def _accounts(home: Path) -> dict[str, str]:
