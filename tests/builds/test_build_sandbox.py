@@ -3,13 +3,13 @@ services on 127.0.0.1, while the build still downloads its feeds through its own
 
 import gzip
 import socket
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
 from builds import make
 from tests.builds.test_build_task import queue_build, run
+from tests.builds.test_make import answers_on_loopback
 from tests.fixtures.serve import serve_directory
 
 pytestmark = pytest.mark.skipif(
@@ -18,44 +18,28 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def listening_port() -> Iterator[int]:
-    """A port on the host's loopback that accepts connections (into its backlog)."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        yield server.getsockname()[1]
-
-
 def _probed(stdout: str) -> dict[str, str]:
     """HOST:PORT -> "connected" or "failed", from test-network-probe's lines."""
     lines = [line.split() for line in stdout.splitlines() if line.startswith("network-probe: ")]
     return {words[1]: words[2] for words in lines}
 
 
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=3).close()
-    except OSError:
-        return False
-    return True
-
-
-def test_a_package_install_step_cannot_reach_the_worker_hosts_services(
-    upstream, db, listening_port
-):
-    # Redis, PostgreSQL and the test's port all answer on the host itself.
-    assert all(_answers(port) for port in (6379, 5432, listening_port))
-    row = run(
-        queue_build(
-            packages=["test-network-probe"],
-            defaults=f"# network-probe: 127.0.0.1:{listening_port}\n",
+def test_a_package_install_step_cannot_reach_the_worker_hosts_services(upstream, db):
+    with socket.create_server(("127.0.0.1", 0)) as server:  # connections wait in its backlog
+        port = server.getsockname()[1]
+        # Redis, PostgreSQL and the test's port all answer on the host itself.
+        assert all(answers_on_loopback(p) for p in (6379, 5432, port))
+        row = run(
+            queue_build(
+                packages=["test-network-probe"], defaults=f"# network-probe: 127.0.0.1:{port}\n"
+            )
         )
-    )
     assert row.status == "done", row.detail
     mirror = urlsplit(upstream).netloc
     assert _probed(row.stdout) == {
         "127.0.0.1:6379": "failed",
         "127.0.0.1:5432": "failed",
-        f"127.0.0.1:{listening_port}": "failed",
+        f"127.0.0.1:{port}": "failed",
         mirror: "connected",  # each stock feed lives on the mirror
     }
     assert "test-network-probe" in row.manifest

@@ -158,12 +158,13 @@ def test_a_networked_build_reaches_none_of_the_hosts_loopback_but_its_feeds(
             f"src/gz base http://127.0.0.1:{feed}/base\n# src/gz old http://127.0.0.1:1/x\n"
         )
         ports = [6379, 5432, listening_port, feed]  # Redis, PostgreSQL, a test port, the feed
-        assert all(_connects(port) for port in ports)  # each answers on the host itself
+        assert all(answers_on_loopback(port) for port in ports)  # each answers on the host itself
         inside = _connect_from_make(tmp_path, ports, network=True)
     assert inside == {6379: "failed", 5432: "failed", listening_port: "failed", feed: "connected"}
 
 
-def _connects(port: int) -> bool:
+def answers_on_loopback(port: int) -> bool:
+    """Whether something listens on `port` of this host's loopback."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=3).close()
     except OSError:
