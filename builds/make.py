@@ -7,6 +7,7 @@ whose feeds are remote gets a network namespace of its own, connected by pasta: 
 other hosts but not the worker host's loopback (Redis, PostgreSQL, ...), except the loopback
 ports of its own feeds and proxies, which the server's configuration names."""
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -223,7 +224,9 @@ def _start(
             assert tools.pasta
             ports = loopback_ports(workdir, env)
             if _connect_network(tools.pasta, process, info_read, ports):
-                os.write(block_write, b"1")  # make may start
+                # make may start; if bubblewrap has ended meanwhile, its output says why.
+                with contextlib.suppress(BrokenPipeError):
+                    os.write(block_write, b"1")
         return process
     finally:
         pipes.close_all()
