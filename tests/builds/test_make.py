@@ -50,7 +50,8 @@ def test_it_kills_make_and_its_children_when_the_deadline_passes(
         pytest.skip("pasta is not installed or cannot run here")
     if not sandboxed:
         monkeypatch.setattr(make, "sandbox", lambda: None)
-    marker = f"{time.time_ns() % 1000}.{os.getpid()}"  # a unique sleep length to look for
+    # A unique sleep length to look for, long enough to outlast the deadline.
+    marker = f"{100 + time.time_ns() % 1000}.{os.getpid()}"
     (tmp_path / "Makefile").write_text(
         f"slow:\n\t@echo started; sleep {marker} & sleep {marker}; echo never\n"
     )
