@@ -114,10 +114,11 @@ def _probe(tools: Sandbox, network: bool) -> str:
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         try:
-            process = _start(tools, workdir, ["true"], network, _environment(workdir))
+            process, pasta_pid = _start(tools, workdir, ["true"], network, _environment(workdir))
         except BuildError as error:
             return error.message
         _, stderr = process.communicate(timeout=PASTA_SECONDS)
+        _stop(pasta_pid)
     if process.returncode:
         return _text(stderr).strip() or f"exit status {process.returncode}"
     return ""
@@ -203,9 +204,11 @@ def _is_loopback(host: str) -> bool:
 
 def _start(
     tools: Sandbox, workdir: Path, args: list[str], network: bool, env: dict[str, str]
-) -> subprocess.Popen:
-    """Start `args` in the sandbox; with pasta, connect its network before they run."""
+) -> tuple[subprocess.Popen, int | None]:
+    """Start `args` in the sandbox; with pasta, connect its network before they run.
+    Returns the process and pasta's, which the caller stops when the process has ended."""
     isolated = bool(network and tools.pasta)
+    pasta_pid = None
     pipes = _Pipes()
     try:
         child_fds = {}
@@ -223,11 +226,12 @@ def _start(
         if isolated:
             assert tools.pasta
             ports = loopback_ports(workdir, env)
-            if _connect_network(tools.pasta, process, info_read, ports):
+            pasta_pid = _connect_network(tools.pasta, process, info_read, ports)
+            if pasta_pid:
                 # make may start; if bubblewrap has ended meanwhile, its output says why.
                 with contextlib.suppress(BrokenPipeError):
                     os.write(block_write, b"1")
-        return process
+        return process, pasta_pid
     finally:
         pipes.close_all()
 
@@ -269,31 +273,47 @@ def _popen(
     )
 
 
-def _connect_network(pasta: str, process: subprocess.Popen, info: int, ports: list[int]) -> bool:
+def _connect_network(
+    pasta: str, process: subprocess.Popen, info: int, ports: list[int]
+) -> int | None:
     """Give the sandbox's network namespace a connection out through pasta: no inbound
-    ports, no way to the host's loopback (--no-map-gw) except `ports`. pasta runs on in
-    the background and quits when the sandbox does. False if bubblewrap failed before
-    the sandbox was ready: its output says why."""
+    ports, no way to the host's loopback (--no-map-gw) except `ports`. Returns the pid of
+    pasta, which runs on in the background (and does not notice the sandbox end: stop it),
+    or None if bubblewrap failed before the sandbox was ready: its output says why."""
     child = _child_pid(info)
     if child is None:
-        return False
+        return None
     forwarded = ",".join(str(port) for port in ports) or "none"
     # pasta, started as root, would switch to nobody, who may not enter the sandbox.
     runas = f"{os.geteuid()}:{os.getegid()}"
     cmd = [pasta, "--runas", runas, "--config-net", "--no-map-gw", "--quiet"]
-    cmd += ["-t", "none", "-u", "none", "-T", forwarded, "-U", "none", str(child)]
-    try:
-        result = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=PASTA_SECONDS, check=False
-        )
-    except subprocess.TimeoutExpired:
-        result = subprocess.CompletedProcess(cmd, -1, "", "timed out")
-    if result.returncode:
+    cmd += ["-t", "none", "-u", "none", "-T", forwarded, "-U", "none"]
+    with tempfile.TemporaryDirectory() as folder:
+        pid_file = Path(folder) / "pasta.pid"
+        try:
+            result = subprocess.run(
+                [*cmd, "--pid", str(pid_file), str(child)],
+                capture_output=True,
+                text=True,
+                timeout=PASTA_SECONDS,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            result = subprocess.CompletedProcess(cmd, -1, "", "timed out")
+        pasta_pid = int(pid_file.read_text()) if pid_file.is_file() else None
+    if result.returncode or not pasta_pid:
+        _stop(pasta_pid)
         _kill_group(process)
         process.communicate()
         detail = _pasta_messages(result.stderr) or f"exit status {result.returncode}"
         raise BuildError(f"The build's network could not be set up: pasta: {detail}")
-    return True
+    return pasta_pid
+
+
+def _stop(pid: int | None) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _child_pid(info: int) -> int | None:
@@ -336,8 +356,9 @@ def run_make(workdir: Path, args: list[str], deadline: float, network: bool = Fa
     """
     tools = sandbox()
     env = _environment(workdir)
+    pasta_pid = None
     if tools:
-        process = _start(tools, workdir, list(args), network, env)
+        process, pasta_pid = _start(tools, workdir, list(args), network, env)
     else:
         process = _popen(list(args), workdir, env)
     try:
@@ -349,6 +370,8 @@ def run_make(workdir: Path, args: list[str], deadline: float, network: bool = Fa
         except subprocess.TimeoutExpired:  # a child left the group and holds the pipes
             stdout, stderr = b"", b""
         raise BuildTimeout(_text(stdout), _text(stderr)) from None
+    finally:
+        _stop(pasta_pid)
     return MakeResult(list(args), process.returncode, _text(stdout), _text(stderr))
 
 

@@ -162,6 +162,16 @@ def test_a_networked_build_reaches_none_of_the_hosts_loopback_but_its_feeds(
         assert all(answers_on_loopback(port) for port in ports)  # each answers on the host itself
         inside = _connect_from_make(tmp_path, ports, network=True)
     assert inside == {6379: "failed", 5432: "failed", listening_port: "failed", feed: "connected"}
+    assert _gone(f"-T\0{feed}\0")  # the build's pasta stopped with it
+
+
+def _gone(text: str) -> bool:
+    """Whether no process has `text` in its command line within a few seconds."""
+    for _ in range(50):
+        if not _processes_with(text):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def answers_on_loopback(port: int) -> bool:
