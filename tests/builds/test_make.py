@@ -1,7 +1,10 @@
 """Running make: the argument list, the deadline, the environment and the sandbox."""
 
+import logging
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,24 +36,34 @@ def test_it_builds_the_make_image_command_as_an_argument_list(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("sandboxed", [True, False], ids=["bubblewrap", "plain"])
-def test_it_kills_make_and_its_children_when_the_deadline_passes(tmp_path, monkeypatch, sandboxed):
+@pytest.mark.parametrize(
+    ("sandboxed", "network"),
+    [(True, False), (True, True), (False, False)],
+    ids=["bubblewrap", "bubblewrap-and-pasta", "plain"],
+)
+def test_it_kills_make_and_its_children_when_the_deadline_passes(
+    tmp_path, monkeypatch, sandboxed, network
+):
     if sandboxed and not make.sandbox():
         pytest.skip("bubblewrap is not installed or cannot run here")
+    if network and not make.sandbox().pasta:
+        pytest.skip("pasta is not installed or cannot run here")
     if not sandboxed:
         monkeypatch.setattr(make, "sandbox", lambda: None)
-    marker = f"{time.time_ns() % 1000}.{os.getpid()}"  # a unique sleep length to look for
+    # A unique sleep length to look for, long enough to outlast the deadline.
+    marker = f"{100 + time.time_ns() % 1000}.{os.getpid()}"
     (tmp_path / "Makefile").write_text(
         f"slow:\n\t@echo started; sleep {marker} & sleep {marker}; echo never\n"
     )
     started = time.monotonic()
     with pytest.raises(BuildTimeout) as caught:
-        make.run_make(tmp_path, ["make", "slow"], time.monotonic() + 1)
+        make.run_make(tmp_path, ["make", "slow"], time.monotonic() + 1, network)
     assert time.monotonic() - started < 10
     assert "started" in caught.value.stdout
     assert "limit of" in caught.value.message
     time.sleep(0.5)
     assert not _processes_with(f"sleep\0{marker}")
+    assert not _processes_with(str(tmp_path))  # nor any bubblewrap or pasta of the build
 
 
 def _processes_with(text: str) -> list[str]:
@@ -102,3 +115,117 @@ def test_it_keeps_make_off_the_network_unless_asked(tmp_path):
     opened = make.run_make(tmp_path, ["make", "net"], time.monotonic() + 30, network=True)
     assert closed.stdout.split() == ["lo"]
     assert opened.stdout.split() != ["lo"]
+
+
+needs_pasta = pytest.mark.skipif(
+    not (make.sandbox() and make.sandbox().pasta),
+    reason="bubblewrap or pasta is not installed or cannot run here (no user namespaces?)",
+)
+CONNECT = (
+    "import socket, sys\n"
+    "for port in sys.argv[1:]:\n"
+    "    try:\n"
+    "        socket.create_connection(('127.0.0.1', int(port)), timeout=3).close()\n"
+    "        print(port, 'connected')\n"
+    "    except OSError as error:\n"
+    "        print(port, 'failed', error)\n"
+)
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A port on the host's loopback that accepts connections (into its backlog)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def _connect_from_make(workdir: Path, ports: list[int], network: bool) -> dict[int, str]:
+    (workdir / "connect.py").write_text(CONNECT)
+    (workdir / "Makefile").write_text(
+        f"connect:\n\t@python3 connect.py {' '.join(map(str, ports))}\n"
+    )
+    result = make.run_make(workdir, ["make", "connect"], time.monotonic() + 60, network)
+    assert result.returncode == 0, result.stderr
+    return {int(line.split()[0]): line.split()[1] for line in result.stdout.splitlines()}
+
+
+@needs_pasta
+def test_a_networked_build_reaches_none_of_the_hosts_loopback_but_its_feeds(
+    tmp_path, listening_port
+):
+    with socket.create_server(("127.0.0.1", 0)) as feed_server:
+        feed = feed_server.getsockname()[1]
+        (tmp_path / "repositories.conf").write_text(
+            f"src/gz base http://127.0.0.1:{feed}/base\n# src/gz old http://127.0.0.1:1/x\n"
+        )
+        ports = [6379, 5432, listening_port, feed]  # Redis, PostgreSQL, a test port, the feed
+        assert all(answers_on_loopback(port) for port in ports)  # each answers on the host itself
+        inside = _connect_from_make(tmp_path, ports, network=True)
+    assert inside == {6379: "failed", 5432: "failed", listening_port: "failed", feed: "connected"}
+    assert _gone(f"-T\0{feed}\0")  # the build's pasta stopped with it
+
+
+def _gone(text: str) -> bool:
+    """Whether no process has `text` in its command line within a few seconds."""
+    for _ in range(50):
+        if not _processes_with(text):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def answers_on_loopback(port: int) -> bool:
+    """Whether something listens on `port` of this host's loopback."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_it_forwards_the_loopback_ports_of_the_feeds_and_proxies_only(tmp_path):
+    (tmp_path / "repositories").write_text(
+        "http://127.0.0.1:8080/snapshots/targets/x86/64/packages/packages.adb\n"
+        "https://localhost/feed/packages.adb\n"
+        "https://downloads.openwrt.org/snapshots/packages/x86_64/base/packages.adb\n"
+        "http://10.0.0.5:81/lan/packages.adb\n"
+        "# http://127.0.0.1:6379/commented-out\n"
+        "packages\n"
+    )
+    env = {"http_proxy": "http://127.0.0.1:3128", "no_proxy": "127.0.0.1:9999"}
+    assert make.loopback_ports(tmp_path, env) == [443, 3128, 8080]
+
+
+@pytest.mark.skipif(not make.sandbox(), reason="bubblewrap is not installed or cannot run here")
+@pytest.mark.parametrize("network", [False, True], ids=["offline", "networked"])
+def test_it_runs_make_as_an_unprivileged_user_with_a_few_files_of_etc(tmp_path, network):
+    if network and not make.sandbox().pasta:
+        pytest.skip("pasta is not installed or cannot run here")
+    (tmp_path / "Makefile").write_text(
+        "who:\n\t@id -u; id -un; touch mine; stat -c %u mine; ls /etc; cat /etc/passwd\n"
+    )
+    result = make.run_make(tmp_path, ["make", "who"], time.monotonic() + 30, network)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["1000", "build", "1000"]
+    etc = set(lines[3 : lines.index("root:x:0:0:root:/root:/bin/sh")])
+    assert {"passwd", "group", "resolv.conf", "hosts", "ssl", "nsswitch.conf"} <= etc
+    assert not {"shadow", "postgresql", "redis", "sudoers", "ssh"} & etc
+    assert (tmp_path / "mine").stat().st_uid == os.geteuid()  # the worker's file outside
+
+
+def test_it_says_at_start_what_the_sandbox_cannot_do(monkeypatch, caplog):
+    found = {"bwrap": make.shutil.which("bwrap"), "pasta": None}
+    monkeypatch.setattr(make.shutil, "which", found.get)
+    make.sandbox.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="builds.make"):
+            tools = make.sandbox()
+    finally:
+        make.sandbox.cache_clear()
+    assert len(caplog.records) == 1
+    if tools is None:
+        assert "plain subprocesses" in caplog.text
+    else:
+        assert tools.pasta is None
+        assert "share the worker host's network, its loopback services included" in caplog.text

@@ -20,7 +20,7 @@ def test_it_prints_one_line_per_version_and_target_and_a_summary(upstream, db):
     assert lines[0] == f"Reading {upstream}"
     assert "24.10.1: 3 targets, 3 package architectures (releases/24.10.1)" in lines
     assert "  24.10.1 x86/64: updated (1 profiles, 8 target packages, 47 kmods)" in lines
-    assert "  24.10.1 packages/x86_64: 5 of 5 feeds updated (135 packages)" in lines
+    assert "  24.10.1 packages/x86_64: 5 of 5 feeds updated (136 packages)" in lines
     assert any(line.startswith("24.10-SNAPSHOT: not published") for line in lines)
     assert lines[-1] == (
         "Done: 4 versions, 11 targets: 11 targets and 55 feed indexes updated, 0 removed, 0 errors"
