@@ -20,6 +20,7 @@ from builds.director import BuildDirector
 from builds.models import Build, Step
 from builds.queue import get_or_queue, send
 from builds.tasks import build, reconcile_builds
+from tests.builds.test_broker_outage import broker  # noqa: F401 (a fixture)
 from tests.builds.test_build_task import queue_build
 
 
@@ -48,9 +49,12 @@ def pool_processes(worker_pid: int) -> list[int]:
 
 
 @pytest.mark.worker
+@pytest.mark.usefixtures("broker")
 def test_a_build_whose_pool_process_is_killed_is_taken_over_by_its_redelivered_task(
     upstream, settings, start_worker
 ):
+    # Redis, as in production: the embedded SQLite broker does not mark a message it
+    # hands out again as redelivered (there the reconciliation fails the build instead).
     worker = start_worker(concurrency=1)
     row = queue_sent(packages=["test-slow-build"])
 
