@@ -33,6 +33,7 @@ def bench_env(mirror_url: str, port: int) -> dict[str, str]:
     )
     for name in ("ASU_STORE_DIR", "ASU_CACHE_DIR"):
         env.pop(name, None)  # under ASU_VAR_DIR, so the bench never touches real files
+    env.pop("SECRET_KEY_FILE", None)  # `make bench` exports one; it would win over ours
     return env
 
 

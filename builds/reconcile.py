@@ -90,10 +90,9 @@ def broker_queue_length(queue: str) -> int:
             raise QueueUnavailable(f"the build queue is unavailable: {exc}") from exc
 
 
-def fail_abandoned(now: datetime) -> int:
-    """Fail the started builds whose worker is gone: running longer than Celery's hard
-    time limit allows, or whose task is known to be over. The failure is the server's:
-    asking again builds again."""
+def abandoned_builds(now: datetime) -> set[int]:
+    """The started builds whose worker is gone: running longer than Celery's hard time
+    limit allows, or whose task is known to be over."""
     # Celery's hard time limit has killed any build running this long.
     limit = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
     started = Build.objects.filter(status=Build.Status.STARTED)
@@ -104,9 +103,16 @@ def fail_abandoned(now: datetime) -> int:
         # A result older than the build's start belongs to an earlier attempt.
         if done_at is not None and done_at >= running[task_id]:
             abandoned.update(started.filter(task_id=task_id).values_list("pk", flat=True))
+    return abandoned
+
+
+def fail_abandoned(now: datetime) -> int:
+    """Fail the `abandoned_builds`. The failure is the server's: asking again builds
+    again."""
+    abandoned = abandoned_builds(now)
     if not abandoned:
         return 0
-    failed = started.filter(pk__in=abandoned).update(
+    failed = Build.objects.filter(pk__in=abandoned, status=Build.Status.STARTED).update(
         status=Build.Status.FAILED,
         imagebuilder_status=Step.FAILED,
         finished_at=now,

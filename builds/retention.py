@@ -28,13 +28,13 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from builds.imagebuilder import CURRENT, cache_entries, remove_stale_working_copies
-from builds.models import Build, Step
+from builds.models import Build
+from builds.reconcile import abandoned_builds, fail_abandoned
 from builds.store import delete_stored_files
 
 log = logging.getLogger(__name__)
 
 IN_PROGRESS = (Build.Status.QUEUED, Build.Status.STARTED)
-LOST_DETAIL = "Error: The build was interrupted on the server (its worker stopped)"
 
 
 @dataclass
@@ -98,12 +98,6 @@ def lost_after() -> float:
     return settings.ASU_BUILD_TIMEOUT + 600
 
 
-def lost_builds(now: datetime) -> QuerySet:
-    """Builds started more than `lost_after()` seconds ago: no worker will finish them."""
-    started_before = now - timedelta(seconds=lost_after())
-    return Build.objects.filter(status=Build.Status.STARTED, started_at__lt=started_before)
-
-
 def orphaned_bin_dirs(builds: list[Build]) -> list[str]:
     """The store folders of `builds` that no other build uses."""
     bin_dirs = {build.bin_dir for build in builds if build.bin_dir}
@@ -132,7 +126,7 @@ def cache_entries_due(now: float) -> list[Path]:
 
 def find_expired(now: datetime) -> Expiry:
     """Everything a sweep at `now` deletes; deletes nothing."""
-    lost = list(lost_builds(now))
+    lost = list(Build.objects.filter(pk__in=abandoned_builds(now)))
     builds = list(builds_due(now).defer("stdout", "stderr", "result", "manifest"))
     return Expiry(
         lost=lost,
@@ -144,16 +138,9 @@ def find_expired(now: datetime) -> Expiry:
 
 def expire(now: datetime) -> Expiry:
     """Fail the lost builds, then delete what the rules say; return what went."""
-    # Failed first, so that they expire like any failed build from now on.
-    lost = list(lost_builds(now))
-    Build.objects.filter(pk__in=[build.pk for build in lost]).update(
-        status=Build.Status.FAILED,
-        imagebuilder_status=Step.FAILED,
-        finished_at=now,
-        expires_at=now + timedelta(seconds=settings.ASU_FAILURE_TTL),
-        detail=LOST_DETAIL,
-        server_fault=True,  # not the request's fault: asking again builds again
-    )
+    # Failed first (as the reconciliation does), so that they expire like any failed build.
+    lost = list(Build.objects.filter(pk__in=abandoned_builds(now)))
+    fail_abandoned(now)
     expiry = find_expired(now)
     expiry.lost = lost
     # Only rows still finished: one queued again since it was read stays.

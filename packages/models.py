@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from asuproject.input import TARGET_RE
 from targets.models import Branch, Target, Version
 
 
@@ -107,7 +108,6 @@ def without_abi_suffixes(names: list[str], abi_names: dict[str, str]) -> list[st
 # pattern ("luci-i18n-opkg-*"). No leading "-": that is the removal syntax of a request.
 PACKAGE_PATTERN_RE = re.compile(r"^[A-Za-z0-9_.+][\w.+-]*\*?[\w.+-]*$|^\*[\w.+-]+$")
 PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_.+][\w.+-]*$")
-TARGET_RE = re.compile(r"^\w+/\w+$")
 PROFILE_RE = re.compile(r"^[\w.-]+$")
 
 
