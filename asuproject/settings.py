@@ -14,6 +14,7 @@ import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
+from asuproject.lib import usign
 from asuproject.lib.env import (
     env_bool,
     env_choice,
@@ -243,6 +244,13 @@ ASU_DEFAULTS_TTL = env_int("ASU_DEFAULTS_TTL", 1800, minimum=0)  # builds with a
 ASU_CACHE_MAX_AGE_DAYS = env_int("ASU_CACHE_MAX_AGE_DAYS", 7, minimum=1)  # unused ImageBuilders
 ASU_SYNC_INTERVAL = env_int("ASU_SYNC_INTERVAL", 30, minimum=1)  # minutes
 ASU_CONTACT = env_str("ASU_CONTACT", "")
+# The usign secret key images are signed with (`usign -G` output); or ASU_SIGNING_KEY_FILE.
+ASU_SIGNING_KEY = env_str("ASU_SIGNING_KEY").strip()
+if ASU_SIGNING_KEY:
+    try:
+        usign.read_secret_key(ASU_SIGNING_KEY)
+    except usign.SignatureError as exc:
+        raise ImproperlyConfigured(f"ASU_SIGNING_KEY: {exc}") from None
 ASU_SERVER_VERSION = "0.1.0"
 
 CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first

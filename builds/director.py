@@ -17,7 +17,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Q
 from django.utils import timezone
 
-from builds import configure, retention, store
+from builds import configure, retention, signing, store
 from builds.errors import BuildError
 from builds.imagebuilder import Workspace, working_copy
 from builds.make import MakeResult, image_command, run_make
@@ -64,6 +64,7 @@ class BuildDirector:
         self.build_cmd: list[str] = []
         self.merged_profile: dict[str, Any] = {}
         self.images: list[dict] = []
+        self.signature: dict[str, Any] = {}
 
     @classmethod
     def claim(cls, pk: int, task_id: str, redelivered: bool = False) -> "BuildDirector | None":
@@ -121,6 +122,7 @@ class BuildDirector:
             self.validate_manifest()
             self.build_image()
             self.check_images()
+            self.sign_images()
             self.store_files()
             self.timings.start("remove_working_copy")
         return self.results()
@@ -258,6 +260,23 @@ class BuildDirector:
             # Newer profiles.json files carry it; the pages show it for older ones too.
             image.setdefault("size", (self.bin_dir / image["name"]).stat().st_size)
 
+    def sign_images(self) -> None:
+        """Replace the sysupgrade images' signatures with the server key's, so that
+        routers trusting that key accept them; without a key, leave them as built."""
+        key = signing.signing_key()
+        if key is None:
+            self.signature = {"signed": False, "detail": signing.UNSIGNED}
+            return
+        self.report(Step.SIGNING_IMAGES)
+        signed = []
+        for image in self.images:
+            if image.get("type") in SYSUPGRADE_TYPES:
+                image["sha256"] = signing.sign_image(self.bin_dir / image["name"], key)
+                image["size"] = (self.bin_dir / image["name"]).stat().st_size
+                signed.append(image["name"])
+        signing.update_sha256sums(self.bin_dir, self.images)
+        self.signature = {"signed": bool(signed), "key": key.fingerprint, "images": signed}
+
     def store_files(self) -> None:
         self.timings.start("store_files")
         store.store_files(self.bin_dir, self.row.bin_dir)
@@ -274,6 +293,7 @@ class BuildDirector:
             "stdout": stdout,
             "stderr": stderr,
             "request": self.request,
+            "signature": self.signature,
         }
         return {
             "result": result,

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from builds import store, views
+from builds import signing, store, upgrade_views, views
 
 urlpatterns = [
     re_path(r"^api/v1/build/?$", views.BuildView.as_view(), name="api-build"),
@@ -11,6 +11,12 @@ urlpatterns = [
     ),
     re_path(r"^api/v1/stats/?$", views.StatsView.as_view(), name="api-stats"),
     re_path(r"^api/v1/build-errors/?$", views.BuildErrorsView.as_view(), name="api-build-errors"),
+    re_path(
+        r"^api/v1/upgrade-check/?$",
+        upgrade_views.UpgradeCheckView.as_view(),
+        name="api-upgrade-check",
+    ),
+    re_path(r"^api/v1/signing-key/?$", signing.public_key_view, name="api-signing-key"),
     path("store/<path:name>", store.serve, name="store"),
     # Last of the /api/ routes: an unknown API path answers JSON even with DEBUG on.
     re_path(r"^api/", views.api_not_found),

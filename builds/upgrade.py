@@ -1,0 +1,328 @@
+"""What an upgrade would change on a router, worked out from the catalogue alone.
+
+A router names its version, target, device and installed packages. For the newest
+version of its own branch and of each newer enabled release branch (or only the version
+it asks about), the answer is the package list a build would use once the package-change
+rules ran, and how that differs from what is installed: versions that move, packages
+added or removed and why, packages no longer offered anywhere (a build would fail).
+Nothing is read from upstream: only the database, so the check is as quick as
+validating a build request.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from builds.memory import memory
+from builds.resolve import ALWAYS_AVAILABLE, target_abi_names
+from packages.changes import apply_package_changes
+from packages.models import Package, without_abi_suffixes
+from packages.versions import compare_versions
+from targets.models import Branch, Profile, Target, Version, version_sort_key
+from targets.sync import branch_of
+
+
+class UpgradeCheckRejected(Exception):
+    """A request the catalogue cannot answer; the message says why, for the router owner."""
+
+
+@dataclass
+class Router:
+    """What the router said about itself, with its names as the catalogue spells them."""
+
+    version: str
+    version_code: str
+    target: str
+    profile: str
+    installed: dict[str, str]  # {name: version}, ABI suffixes as the router reported them
+    branch: Branch
+    current: Version | None  # the router's version, when the catalogue still has it
+    # Packages that came with the router's own image (its defaults and device packages).
+    current_base: set[str] = field(default_factory=set)
+
+
+def upgrade_check(request: dict) -> dict:
+    """The answer to a validated upgrade-check request (see `UpgradeCheckSerializer`)."""
+    router = find_router(request)
+    candidates = candidate_versions(router, request.get("target_version") or "")
+    upgrades = [check_version(router, version) for version in candidates]
+    supported = [upgrade for upgrade in upgrades if upgrade["supported"]]
+    return {
+        "version": router.version,
+        "version_code": router.version_code or None,
+        "target": router.target,
+        "profile": router.profile,
+        "up_to_date": all(upgrade["up_to_date"] for upgrade in supported),
+        "upgrades": upgrades,
+    }
+
+
+def find_router(request: dict) -> Router:
+    """The router's branch, and its version's catalogue rows when they are still there
+    (a router may run a point release the downloads server no longer lists)."""
+    name = request["version"]
+    current = Version.objects.select_related("branch").filter(name=name).first()
+    branch = current.branch if current is not None else branch_of(name, Branch.objects.all())
+    if branch is None:
+        raise UpgradeCheckRejected(
+            f"Unsupported version: {name}. It belongs to no OpenWrt branch this server knows."
+        )
+    router = Router(
+        version=name,
+        version_code=request.get("version_code") or "",
+        target=request["target"],
+        profile=request["profile"],
+        installed=dict(request["installed"]),
+        branch=branch,
+        current=current,
+    )
+    if current is not None:
+        found = _profile_in(current, router.target, router.profile)
+        if found is not None:
+            router.current_base = base_packages(found.target, found)
+    return router
+
+
+def candidate_versions(router: Router, target_version: str) -> list[Version]:
+    """`target_version` alone, or the newest version of the router's branch (a snapshot
+    for a snapshot, a release for a release) and the newest release of each newer
+    enabled branch, oldest branch first."""
+    if target_version:
+        version = Version.objects.select_related("branch").filter(name=target_version).first()
+        if version is None or not version.branch.enabled:
+            raise UpgradeCheckRejected(
+                f"Unsupported version: {target_version}. It is not offered by this server."
+            )
+        return [version]
+    rows = Version.objects.select_related("branch").filter(
+        branch__enabled=True, branch__order__gte=router.branch.order
+    )
+    newest: dict[int, Version] = {}
+    router_snapshot = router.version.endswith("SNAPSHOT")
+    for version in rows:
+        own_branch = version.branch_id == router.branch.pk
+        if own_branch and version.is_snapshot != router_snapshot:
+            continue
+        if not own_branch and (version.branch.snapshot or version.is_snapshot):
+            continue  # a release is never offered a newer branch's snapshot unasked
+        best = newest.get(version.branch_id)
+        if best is None or version_sort_key(version.name) > version_sort_key(best.name):
+            newest[version.branch_id] = version
+    return sorted(newest.values(), key=lambda version: version.branch.order)
+
+
+def check_version(router: Router, version: Version) -> dict:
+    """What building `version` for the router would change."""
+    found = _profile_in(version, router.target, router.profile)
+    if found is None:
+        return _unsupported(router, version)
+    target = found.target
+    plan = UpgradePlan(router, version, target, found)
+    plan.apply_rules()
+    plan.look_up_versions()
+    plan.add_base_packages()
+    plan.compare_versions()
+    return plan.answer()
+
+
+def base_packages(target: Target, profile: Profile) -> set[str]:
+    """What an image of the profile has without asking: defaults and device packages."""
+    device = profile.device_packages or []
+    base = set(target.default_packages or []) | {p for p in device if not p.startswith("-")}
+    return base - {p[1:] for p in device if p.startswith("-")}
+
+
+def _profile_in(version: Version, target_name: str, profile_name: str) -> Profile | None:
+    """The profile of the version's target answering to the name, or the target's only
+    `generic` profile (x86/64 builds it whatever the board is called)."""
+    target = Target.objects.filter(version=version, name=target_name).first()
+    if target is None:
+        return None
+    target.version = version
+    profiles = Profile.objects.filter(target=target)
+    found = profiles.answering_to(profile_name)
+    if found is None:
+        only = list(profiles[:2])
+        found = only[0] if len(only) == 1 and only[0].name == "generic" else None
+    if found is not None:
+        found.target = target
+    return found
+
+
+def _unsupported(router: Router, version: Version) -> dict:
+    return {
+        "version": version.name,
+        "branch": version.branch.name,
+        "supported": False,
+        "detail": (
+            f"{version.name} has no image for {router.profile} ({router.target}): the "
+            "device or its target is not built there."
+        ),
+        "up_to_date": False,
+    }
+
+
+class UpgradePlan:
+    """The package list of one candidate version, worked out step by step."""
+
+    def __init__(self, router: Router, version: Version, target: Target, profile: Profile):
+        self.router = router
+        self.version = version
+        self.target = target
+        self.profile = profile
+        names = list(router.installed)
+        abi_names = target_abi_names(target, names)
+        if router.current is not None:
+            current_target = Target.objects.filter(version=router.current, name=target.name)
+            abi_names = {**_abi_names_of(current_target.first(), names), **abi_names}
+        abi_names = {**_guessed_abi_names(target, names), **abi_names}
+        # {plain name: installed version}, as the catalogue and the rules spell names.
+        self.installed = {
+            plain: router.installed[name]
+            for name, plain in zip(names, without_abi_suffixes(names, abi_names), strict=True)
+        }
+        self.packages: list[str] = sorted(self.installed)
+        self.rules: list[dict] = []
+        self.added: dict[str, dict] = {}
+        self.removed: dict[str, dict] = {}
+        self.kept_out: list[str] = []
+        self.changed: list[dict] = []
+        self.available: dict[str, str] = {}
+
+    def apply_rules(self) -> None:
+        """The package-change rules of the candidate, as a build request would run them."""
+        self.packages, self.rules = apply_package_changes(
+            self.packages, self.version, self.target, self.profile
+        )
+        for rule in self.rules:
+            source, new = rule.get("source"), rule.get("target")
+            reason = {"reason": "rule", "rule": rule["id"], "note": rule.get("note") or ""}
+            if source and source in self.installed and source not in self.packages:
+                self.removed[source] = {
+                    **reason,
+                    "version": self.installed[source],
+                    "replaced_by": new,
+                }
+            if new and new not in self.installed:
+                self.added[new] = {**reason, "replaces": source}
+
+    def look_up_versions(self) -> None:
+        """The candidate's version of every package the image may get (one query)."""
+        names = {p for p in self.packages if not p.startswith("-")} | set(self.added)
+        names |= base_packages(self.target, self.profile)
+        self.available = _catalogue_versions(self.target, names)
+
+    def add_base_packages(self) -> None:
+        """Defaults and device packages the router lacks come with the image, unless the
+        router's owner removed them from its own image: those stay out ("-pkg"). A name
+        no package has (`nftables`, provided by `nftables-json`) is left to its provider."""
+        wanted = {p for p in self.packages if not p.startswith("-")}
+        base = {
+            name
+            for name in base_packages(self.target, self.profile)
+            if name in self.available or name in ALWAYS_AVAILABLE
+        }
+        self.kept_out = sorted((base & self.router.current_base) - wanted)
+        defaults = set(self.target.default_packages or [])
+        for name in sorted(base - wanted - set(self.kept_out)):
+            self.added.setdefault(name, {"reason": "default" if name in defaults else "device"})
+
+    def compare_versions(self) -> None:
+        """The candidate's versions against the router's: what moves, up or down."""
+        image = {p for p in self.packages if not p.startswith("-")} | set(self.added)
+        for name in sorted(image):
+            new = self.available.get(name)
+            if name in self.added:
+                self.added[name]["version"] = new
+            old = self.installed.get(name)
+            if old is None or new is None or old == new:
+                continue
+            direction = compare_versions(old, new)
+            if direction:
+                change = "upgrade" if direction < 0 else "downgrade"
+                self.changed.append({"name": name, "from": old, "to": new, "change": change})
+
+    def answer(self) -> dict:
+        image = {p for p in self.packages if not p.startswith("-")} | set(self.added)
+        # The ImageBuilder's own defaults and device packages are its to resolve.
+        known = set(self.available) | ALWAYS_AVAILABLE | base_packages(self.target, self.profile)
+        unavailable = sorted(image - known)
+        packages = sorted(image) + [f"-{name}" for name in self.kept_out]
+        version_changed = self.version.name != self.router.version
+        revision = self.target.version_code or None
+        revision_changed = bool(
+            self.router.version_code and revision and revision != self.router.version_code
+        )
+        up_to_date = not (
+            version_changed
+            or revision_changed
+            or self.changed
+            or self.added
+            or self.removed
+            or unavailable
+        )
+        return {
+            "version": self.version.name,
+            "branch": self.version.branch.name,
+            "supported": True,
+            "version_code": revision,
+            "version_changed": version_changed,
+            "revision_changed": revision_changed,
+            "profile": self.profile.name,
+            "up_to_date": up_to_date,
+            "buildable": not unavailable,
+            "packages": packages,
+            "package_changes_applied": self.rules,
+            "changed": self.changed,
+            "added": [{"name": name, **entry} for name, entry in sorted(self.added.items())],
+            "removed": [{"name": name, **entry} for name, entry in sorted(self.removed.items())],
+            "unavailable": unavailable,
+            "detail": _detail(unavailable),
+            "build_request": {
+                "version": self.version.name,
+                "target": self.target.name,
+                "profile": self.profile.name,
+                "packages": packages,
+                "diff_packages": False,
+            },
+        }
+
+
+def _detail(unavailable: list[str]) -> str:
+    if not unavailable:
+        return ""
+    return (
+        f"A build would fail: {', '.join(unavailable)} "
+        f"{'is' if len(unavailable) == 1 else 'are'} not offered for this target and version "
+        "and no package-change rule replaces them. Remove them before upgrading."
+    )
+
+
+def _guessed_abi_names(target: Target, names: list[str]) -> dict[str, str]:
+    """{"libubox20240329": "libubox"} for names the target lacks whose name without a
+    trailing number it has: indexes read from index.json v2 (24.10) carry no ABI
+    versions, yet `opkg list-installed` shows the suffixed names."""
+    known = memory.target_names(target)
+    if known is None:
+        return {}
+    guessed = {}
+    for name in names:
+        if name[-1:].isdigit() and name not in known.installable:
+            plain = name.rstrip("0123456789")
+            if plain in known.installable:
+                guessed[name] = plain
+    return guessed
+
+
+def _abi_names_of(target: Target | None, names: list[str]) -> dict[str, str]:
+    return target_abi_names(target, names) if target is not None else {}
+
+
+def _catalogue_versions(target: Target, names: Iterable[str]) -> dict[str, str]:
+    """{name: newest version} of the named packages the target can install (one query)."""
+    versions: dict[str, str] = {}
+    rows = Package.objects.for_target(target).filter(name__in=list(names))
+    for name, version in rows.values_list("name", "version"):
+        known = versions.get(name)
+        if known is None or compare_versions(version, known) > 0:
+            versions[name] = version
+    return versions
