@@ -9,6 +9,8 @@ Nothing is read from upstream: only the database, so the check is as quick as
 validating a build request.
 """
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -326,3 +328,59 @@ def _catalogue_versions(target: Target, names: Iterable[str]) -> dict[str, str]:
         if known is None or compare_versions(version, known) > 0:
             versions[name] = version
     return versions
+
+
+# What a person pastes on the /upgrade/ page
+
+# `apk list --installed`: "busybox-1.37.0-r5 aarch64_cortex-a53 {busybox} (GPL-2.0) [installed]"
+APK_LIST_LINE = re.compile(r"(?P<name>\S+?)-(?P<version>\d[^\s-]*(?:-r\d+)?)(?:\s|$)")
+
+
+def parse_board(text: str) -> dict[str, str]:
+    """The fields of `ubus call system board` an upgrade check needs."""
+    try:
+        board = json.loads(text)
+    except ValueError:
+        raise UpgradeCheckRejected(
+            "The board information is not JSON: paste the whole output of `ubus call system board`."
+        ) from None
+    release = board.get("release") if isinstance(board, dict) else None
+    if not isinstance(release, dict):
+        raise UpgradeCheckRejected(
+            "The board information has no release: paste the output of `ubus call system board`."
+        )
+    fields = {
+        "version": release.get("version"),
+        "version_code": release.get("revision") or "",
+        "target": release.get("target"),
+        "profile": board.get("board_name"),
+    }
+    missing = [name for name in ("version", "target", "profile") if not fields[name]]
+    if missing:
+        raise UpgradeCheckRejected(f"The board information lacks {', '.join(missing)}.")
+    return {name: str(value) for name, value in fields.items()}
+
+
+def parse_installed(text: str) -> dict[str, str]:
+    """{name: version} from `opkg list-installed` ("name - version"), `apk list
+    --installed` ("name-version arch {origin} (license) [installed]") or a manifest
+    ("name version")."""
+    installed: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "WARNING")):
+            continue
+        if " - " in line:
+            name, _, rest = line.partition(" - ")
+            installed[name.strip()] = rest.split(" - ")[0].strip()
+        elif "[installed]" in line or "{" in line:
+            match = APK_LIST_LINE.match(line)
+            if match is None:
+                raise UpgradeCheckRejected(f"Cannot read this line of the installed list: {line}")
+            installed[match["name"]] = match["version"]
+        else:
+            name, _, version = line.partition(" ")
+            installed[name] = version.strip()
+    if not installed:
+        raise UpgradeCheckRejected("The installed list is empty.")
+    return installed

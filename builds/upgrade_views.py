@@ -1,5 +1,7 @@
 """POST /api/v1/upgrade-check, and the /upgrade/ page that asks it for a person."""
 
+import json
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
@@ -8,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from asuproject.api_errors import error_body
+from asuproject.api_errors import error_body, flatten_errors
 from asuproject.input import MAX_PACKAGES, PACKAGE_RE, LimitedJSONParser, name_field, target_field
 from builds.serializers import MAX_NAME_LENGTH, PackageVersionsField
-from builds.upgrade import UpgradeCheckRejected, upgrade_check
+from builds.upgrade import UpgradeCheckRejected, parse_board, parse_installed, upgrade_check
 
 
 class UpgradeCheckSerializer(serializers.Serializer):
@@ -168,4 +170,26 @@ class UpgradeCheckView(APIView):
 
 def upgrade_page(request: HttpRequest) -> HttpResponse:
     """/upgrade/: paste `ubus call system board` and the installed list, see the check."""
-    return render(request, "builds/upgrade.html", {})
+    context = {"nav": "upgrade", "board": "", "installed": ""}
+    if request.method == "POST":
+        context["board"] = request.POST.get("board", "")
+        context["installed"] = request.POST.get("installed", "")
+        context.update(_page_check(context["board"], context["installed"]))
+    return render(request, "builds/upgrade.html", context)
+
+
+def _page_check(board: str, installed: str) -> dict:
+    """The upgrade check of pasted text, or the error to show."""
+    try:
+        fields = {**parse_board(board), "installed": parse_installed(installed)}
+        serializer = UpgradeCheckSerializer(data=fields)
+        if not serializer.is_valid():
+            return {"error": "; ".join(flatten_errors(serializer.errors))}
+        answer = upgrade_check(serializer.validated_data)
+    except UpgradeCheckRejected as exc:
+        return {"error": str(exc)}
+    for upgrade in answer["upgrades"]:
+        upgrade["build_json"] = json.dumps(
+            {**upgrade.get("build_request", {}), "client": "asu-upgrade-page"}
+        )
+    return {"answer": answer}
