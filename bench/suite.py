@@ -266,11 +266,26 @@ def bench_load(
 # -- 4. validation -----------------------------------------------------------------------
 
 
+def in_process_figure(section: str, what: str, once: Callable[[], float], opts: Options) -> Figure:
+    """Time `once()` (seconds a call) in this process: the median of 50 calls a run, with
+    the number of SQL queries one call makes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    once()
+    with CaptureQueriesContext(connection) as queries:
+        once()
+    figure = Figure(section, "in the server per request", "ms", aim="< 15",
+                    note=f"{what}, median of 50 calls a run; {len(queries)} SQL queries")  # fmt: skip
+    for _ in range(opts.runs):
+        figure.runs.append(statistics.median(once() for _ in range(50)) * 1000)
+    return figure
+
+
 def bench_validation(hit: dict, opts: Options, base: str) -> list[Figure]:
     """Time in the server: the request's shape check and request_build() in this process,
     against the same database, so neither HTTP nor the load client count."""
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     from builds.serializers import BuildRequestSerializer
     from builds.services import request_build
@@ -283,17 +298,12 @@ def bench_validation(hit: dict, opts: Options, base: str) -> list[Figure]:
         assert not queued and build.status == "done", "the validation request must be a hit"
         return time.perf_counter() - start
 
-    once()
-    with CaptureQueriesContext(connection) as queries:
-        once()
-    figure = Figure(
+    figure = in_process_figure(
         "4. validation, 150 packages, full catalogue",
-        "in the server per request", "ms", aim="< 15",
-        note=f"serializer + request_build() in-process, median of 50 calls a run; "
-        f"{len(queries)} SQL queries",
-    )  # fmt: skip
-    for _ in range(opts.runs):
-        figure.runs.append(statistics.median(once() for _ in range(50)) * 1000)
+        "serializer + request_build() in-process",
+        once,
+        opts,
+    )
 
     # The same request over HTTP from one client: what a single router sees.
     client = Client(base)
@@ -312,6 +322,51 @@ def bench_validation(hit: dict, opts: Options, base: str) -> list[Figure]:
     connection.close()
     say(f"validation: {figure.median:.2f} ms in-process, {single.median:.2f} ms over HTTP")
     return [figure, single]
+
+
+def upgrade_check_request(packages: list[str]) -> dict:
+    """A router on the stable release with `packages` installed, a few of them one
+    revision behind the catalogue, as the upgrade check receives it."""
+    from packages.models import Package
+    from targets.models import Target
+
+    target = Target.objects.get(version__name=STABLE, name=BUILD_TARGET)
+    rows = Package.objects.for_target(target).filter(name__in=packages)
+    installed = dict(rows.values_list("name", "version"))
+    for name in list(installed)[::10]:
+        installed[name] = installed[name].rsplit("-r", 1)[0] + "-r0"
+    return {"version": STABLE, "version_code": target.version_code, "target": BUILD_TARGET,
+            "profile": BUILD_PROFILE, "installed": installed}  # fmt: skip
+
+
+def bench_upgrade_check(packages: list[str], opts: Options) -> list[Figure]:
+    """Time in the server: the upgrade check's serializer and upgrade_check() in this
+    process, as `bench_validation` times a build request."""
+    from django.db import connection
+
+    from builds.upgrade import upgrade_check
+    from builds.upgrade_views import UpgradeCheckSerializer
+
+    request = upgrade_check_request(packages)
+
+    def once() -> float:
+        start = time.perf_counter()
+        serializer = UpgradeCheckSerializer(data=request)
+        serializer.is_valid(raise_exception=True)
+        answer = upgrade_check(serializer.validated_data)
+        assert answer["upgrades"] and not answer["up_to_date"], "the check must find changes"
+        return time.perf_counter() - start
+
+    figure = in_process_figure(
+        "4. upgrade check, 150 installed packages, full catalogue",
+        f"serializer + upgrade_check() in-process, {len(request['installed'])} packages "
+        "with versions",
+        once,
+        opts,
+    )
+    connection.close()
+    say(f"upgrade check: {figure.median:.2f} ms in-process")
+    return [figure]
 
 
 # -- main --------------------------------------------------------------------------------
@@ -401,6 +456,7 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
         client.close()
         figures += bench_load(server, opts, hit, small_hit, done["request_hash"])
         figures += bench_validation(hit, opts, server.url)
+        figures += bench_upgrade_check(packages, opts)
     finally:
         try:
             server.stop()

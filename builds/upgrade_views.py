@@ -4,7 +4,12 @@ import json
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +19,11 @@ from asuproject.api_errors import error_body, flatten_errors
 from asuproject.input import MAX_PACKAGES, PACKAGE_RE, LimitedJSONParser, name_field, target_field
 from builds.serializers import MAX_NAME_LENGTH, PackageVersionsField
 from builds.upgrade import UpgradeCheckRejected, parse_board, parse_installed, upgrade_check
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+class InstalledField(PackageVersionsField):
+    """{package name: installed version}."""
 
 
 class UpgradeCheckSerializer(serializers.Serializer):
@@ -33,7 +43,7 @@ class UpgradeCheckSerializer(serializers.Serializer):
     profile = name_field(
         128, help_text="The profile id or the board name: tplink,archer-c7-v5 works too."
     )
-    installed = PackageVersionsField(
+    installed = InstalledField(
         help_text="{package name: installed version}, as `opkg list-installed` or "
         "`apk list --installed` show them; ABI-suffixed names are understood."
     )

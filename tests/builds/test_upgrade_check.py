@@ -19,6 +19,19 @@ def check(client, **fields) -> dict:
     return response.json()
 
 
+def check_archer(client, version: str, revision: str, installed: dict, **extra) -> dict:
+    """The check of an Archer C7 v5 on `version` at `revision` with `installed`."""
+    return check(
+        client,
+        version=version,
+        version_code=revision,
+        target="ath79/generic",
+        profile=ARCHER,
+        installed=installed,
+        **extra,
+    )
+
+
 def image_of(
     version: str,
     extra: tuple[str, ...] = (),
@@ -46,14 +59,7 @@ def by_name(entries: list[dict]) -> dict[str, dict]:
 @pytest.mark.django_db
 def test_up_to_date(client, synced) -> None:
     installed, revision = image_of("25.12.0", ("owut", "luci-app-package-manager"))
-    answer = check(
-        client,
-        version="25.12.0",
-        version_code=revision,
-        target="ath79/generic",
-        profile=ARCHER,
-        installed=installed,
-    )
+    answer = check_archer(client, "25.12.0", revision, installed)
     assert answer["up_to_date"] is True
     # A release is offered its own branch's newest release, never a snapshot unasked.
     assert [upgrade["version"] for upgrade in answer["upgrades"]] == ["25.12.0"]
@@ -74,14 +80,7 @@ def test_point_release_with_bumped_packages(client, synced) -> None:
     del installed["libubox"]
     installed["libubox20240329"] = "2024.03.29~eb9bcb64-r0"
     installed["ca-bundle"] = "20250101-r1"  # newer than 24.10.1's: a downgrade
-    answer = check(
-        client,
-        version="24.10.0",
-        version_code="r28427-6df0e3d02a",
-        target="ath79/generic",
-        profile=ARCHER,
-        installed=installed,
-    )
+    answer = check_archer(client, "24.10.0", "r28427-6df0e3d02a", installed)
     assert answer["up_to_date"] is False
     assert [upgrade["version"] for upgrade in answer["upgrades"]] == ["24.10.1", "25.12.0"]
     point = upgrade_to(answer, "24.10.1")
@@ -104,14 +103,7 @@ def test_point_release_with_bumped_packages(client, synced) -> None:
 @pytest.mark.django_db
 def test_branch_upgrade_with_renames(client, synced) -> None:
     installed, revision = image_of("24.10.1", ("auc", "luci-app-opkg", "luci-i18n-opkg-de"))
-    answer = check(
-        client,
-        version="24.10.1",
-        version_code=revision,
-        target="ath79/generic",
-        profile=ARCHER,
-        installed=installed,
-    )
+    answer = check_archer(client, "24.10.1", revision, installed)
     upgrade = upgrade_to(answer, "25.12.0")
     assert upgrade["version_changed"] and upgrade["buildable"] and not upgrade["up_to_date"]
     renames = {
@@ -139,15 +131,7 @@ def test_package_gone_without_replacement(client, synced) -> None:
     # Without the auc -> owut rule, nothing replaces auc in 25.12: a build would fail.
     PackageChange.objects.filter(source="auc").update(enabled=False)
     installed, revision = image_of("24.10.1", ("auc",))
-    answer = check(
-        client,
-        version="24.10.1",
-        version_code=revision,
-        target="ath79/generic",
-        profile=ARCHER,
-        installed=installed,
-        target_version="25.12.0",
-    )
+    answer = check_archer(client, "24.10.1", revision, installed, target_version="25.12.0")
     [upgrade] = answer["upgrades"]
     assert upgrade["unavailable"] == ["auc"]
     assert upgrade["buildable"] is False
