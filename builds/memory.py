@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -29,6 +30,7 @@ from asuproject.lib.prepared import fetch_prepared
 from builds.models import Build
 from builds.queue import RESULT_COLUMNS, STATUS_COLUMNS, build_from_row
 from packages.models import Package, PackageChange
+from packages.versions import compare_versions
 from targets.models import Branch, Profile, ProfileName, Target
 
 SHORTCUT_LIMIT = 20000
@@ -55,6 +57,7 @@ class KeptAnswer(NamedTuple):
 class TargetNames(NamedTuple):
     installable: frozenset[str]  # every package name the target can install
     abi_names: dict[str, str]  # {"libubox20230523": "libubox"}
+    versions: dict[str, str]  # {"libubox": "2024.03.29~eb9bcb64-r1"}, the newest offered
 
 
 class RequestMemory:
@@ -149,10 +152,11 @@ class RequestMemory:
         key = (target.pk, target.arch_packages, target.version.synced_at)
         names = self.installable.get(key)
         if names is None:
-            rows = Package.objects.for_target(target).values_list("name", "abi_version")
+            rows = Package.objects.for_target(target).values_list("name", "abi_version", "version")
             names = TargetNames(
-                frozenset(name for name, _ in rows),
-                {name + abi: name for name, abi in rows if abi},
+                frozenset(name for name, _, _ in rows),
+                {name + abi: name for name, abi, _ in rows if abi},
+                newest_versions((name, version) for name, _, version in rows),
             )
             with self.lock:
                 # One entry per target: an older generation is never asked for again.
@@ -161,6 +165,16 @@ class RequestMemory:
                 _trim_oldest(self.installable, INSTALLABLE_LIMIT, share=INSTALLABLE_LIMIT)
                 self.installable[key] = names
         return names
+
+
+def newest_versions(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """{name: version}, the newest in OpenWrt's order where feeds offer a name twice."""
+    versions: dict[str, str] = {}
+    for name, version in rows:
+        known = versions.get(name)
+        if known is None or (known != version and compare_versions(version, known) > 0):
+            versions[name] = version
+    return versions
 
 
 def _trim_oldest(entries: dict, limit: int, share: int = 10) -> None:

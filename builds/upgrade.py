@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from builds.memory import memory
+from builds.memory import memory, newest_versions
 from builds.resolve import ALWAYS_AVAILABLE, target_abi_names
 from packages.changes import apply_package_changes
 from packages.models import Package, without_abi_suffixes
@@ -38,14 +38,18 @@ class Router:
     installed: dict[str, str]  # {name: version}, ABI suffixes as the router reported them
     branch: Branch
     current: Version | None  # the router's version, when the catalogue still has it
+    current_target: Target | None = None  # its target there
+    current_profile: Profile | None = None  # the device there
     # Packages that came with the router's own image (its defaults and device packages).
     current_base: set[str] = field(default_factory=set)
 
 
 def upgrade_check(request: dict) -> dict:
     """The answer to a validated upgrade-check request (see `UpgradeCheckSerializer`)."""
-    router = find_router(request)
-    candidates = candidate_versions(router, request.get("target_version") or "")
+    # Every version with its branch: a handful of rows, read once for all the steps.
+    versions = list(Version.objects.select_related("branch"))
+    router = find_router(request, versions)
+    candidates = candidate_versions(router, versions, request.get("target_version") or "")
     upgrades = [check_version(router, version) for version in candidates]
     supported = [upgrade for upgrade in upgrades if upgrade["supported"]]
     return {
@@ -53,16 +57,17 @@ def upgrade_check(request: dict) -> dict:
         "version_code": router.version_code or None,
         "target": router.target,
         "profile": router.profile,
-        "up_to_date": all(upgrade["up_to_date"] for upgrade in supported),
+        # Nothing to compare with (the device is built nowhere) is not "up to date".
+        "up_to_date": bool(supported) and all(upgrade["up_to_date"] for upgrade in supported),
         "upgrades": upgrades,
     }
 
 
-def find_router(request: dict) -> Router:
+def find_router(request: dict, versions: list[Version]) -> Router:
     """The router's branch, and its version's catalogue rows when they are still there
     (a router may run a point release the downloads server no longer lists)."""
     name = request["version"]
-    current = Version.objects.select_related("branch").filter(name=name).first()
+    current = next((version for version in versions if version.name == name), None)
     branch = current.branch if current is not None else branch_of(name, Branch.objects.all())
     if branch is None:
         raise UpgradeCheckRejected(
@@ -80,27 +85,29 @@ def find_router(request: dict) -> Router:
     if current is not None:
         found = _profile_in(current, router.target, router.profile)
         if found is not None:
+            router.current_target, router.current_profile = found.target, found
             router.current_base = base_packages(found.target, found)
     return router
 
 
-def candidate_versions(router: Router, target_version: str) -> list[Version]:
+def candidate_versions(
+    router: Router, versions: list[Version], target_version: str
+) -> list[Version]:
     """`target_version` alone, or the newest version of the router's branch (a snapshot
     for a snapshot, a release for a release) and the newest release of each newer
     enabled branch, oldest branch first."""
     if target_version:
-        version = Version.objects.select_related("branch").filter(name=target_version).first()
+        version = next((version for version in versions if version.name == target_version), None)
         if version is None or not version.branch.enabled:
             raise UpgradeCheckRejected(
                 f"Unsupported version: {target_version}. It is not offered by this server."
             )
         return [version]
-    rows = Version.objects.select_related("branch").filter(
-        branch__enabled=True, branch__order__gte=router.branch.order
-    )
     newest: dict[int, Version] = {}
     router_snapshot = router.version.endswith("SNAPSHOT")
-    for version in rows:
+    for version in versions:
+        if not version.branch.enabled or version.branch.order < router.branch.order:
+            continue
         own_branch = version.branch_id == router.branch.pk
         if own_branch and version.is_snapshot != router_snapshot:
             continue
@@ -114,7 +121,10 @@ def candidate_versions(router: Router, target_version: str) -> list[Version]:
 
 def check_version(router: Router, version: Version) -> dict:
     """What building `version` for the router would change."""
-    found = _profile_in(version, router.target, router.profile)
+    if router.current is not None and version.pk == router.current.pk:
+        found = router.current_profile
+    else:
+        found = _profile_in(version, router.target, router.profile)
     if found is None:
         return _unsupported(router, version)
     target = found.target
@@ -134,19 +144,15 @@ def base_packages(target: Target, profile: Profile) -> set[str]:
 
 
 def _profile_in(version: Version, target_name: str, profile_name: str) -> Profile | None:
-    """The profile of the version's target answering to the name, or the target's only
-    `generic` profile (x86/64 builds it whatever the board is called)."""
-    target = Target.objects.filter(version=version, name=target_name).first()
-    if target is None:
-        return None
-    target.version = version
-    profiles = Profile.objects.filter(target=target)
-    found = profiles.answering_to(profile_name)
+    """The profile of the version's target answering to the name (one query), or the
+    target's only `generic` profile (x86/64 builds it whatever the board is called)."""
+    profiles = Profile.objects.filter(target__version=version, target__name=target_name)
+    found = profiles.select_related("target").answering_to(profile_name)
     if found is None:
-        only = list(profiles[:2])
+        only = list(profiles.select_related("target")[:2])
         found = only[0] if len(only) == 1 and only[0].name == "generic" else None
     if found is not None:
-        found.target = target
+        found.target.version = version
     return found
 
 
@@ -173,9 +179,9 @@ class UpgradePlan:
         self.profile = profile
         names = list(router.installed)
         abi_names = target_abi_names(target, names)
-        if router.current is not None:
-            current_target = Target.objects.filter(version=router.current, name=target.name)
-            abi_names = {**_abi_names_of(current_target.first(), names), **abi_names}
+        if router.current_target is not None:
+            # Names of the router's own release (libubox20230523 in 23.05) map there.
+            abi_names = {**target_abi_names(router.current_target, names), **abi_names}
         abi_names = {**_guessed_abi_names(target, names), **abi_names}
         # {plain name: installed version}, as the catalogue and the rules spell names.
         self.installed = {
@@ -315,19 +321,14 @@ def _guessed_abi_names(target: Target, names: list[str]) -> dict[str, str]:
     return guessed
 
 
-def _abi_names_of(target: Target | None, names: list[str]) -> dict[str, str]:
-    return target_abi_names(target, names) if target is not None else {}
-
-
 def _catalogue_versions(target: Target, names: Iterable[str]) -> dict[str, str]:
-    """{name: newest version} of the named packages the target can install (one query)."""
-    versions: dict[str, str] = {}
+    """{name: newest version} of the named packages the target can install: from this
+    process's copy of the target's packages, or one query."""
+    known = memory.target_names(target)
+    if known is not None:
+        return {name: known.versions[name] for name in names if name in known.versions}
     rows = Package.objects.for_target(target).filter(name__in=list(names))
-    for name, version in rows.values_list("name", "version"):
-        known = versions.get(name)
-        if known is None or compare_versions(version, known) > 0:
-            versions[name] = version
-    return versions
+    return newest_versions(rows.values_list("name", "version"))
 
 
 # What a person pastes on the /upgrade/ page

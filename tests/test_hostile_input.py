@@ -167,7 +167,9 @@ def test_the_working_copy_never_gets_a_second_line_from_a_hostile_feed(tmp_path,
 # Bodies ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/v1/build", "/api/v1/package-changes/apply"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/build", "/api/v1/package-changes/apply", "/api/v1/upgrade-check"]
+)
 @pytest.mark.parametrize(
     "body",
     [
@@ -183,7 +185,9 @@ def test_deeply_nested_bodies_are_422(client, catalogue, path, body):
     assert f"nests deeper than {MAX_JSON_DEPTH} levels" in detail
 
 
-@pytest.mark.parametrize("path", ["/api/v1/build", "/api/v1/package-changes/apply"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/build", "/api/v1/package-changes/apply", "/api/v1/upgrade-check"]
+)
 @pytest.mark.parametrize(
     "body,words",
     [

@@ -177,4 +177,5 @@ def test_refusals(client, synced) -> None:
     # A device the candidate does not build is said so, not a failure.
     answer = check(client, **{**base, "profile": "glinet,gl-mt6000", "target": "ath79/generic"})
     assert all(not upgrade["supported"] for upgrade in answer["upgrades"])
+    assert answer["up_to_date"] is False
     assert "gl-mt6000" in answer["upgrades"][0]["detail"]
