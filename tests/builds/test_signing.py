@@ -214,6 +214,9 @@ def test_a_worker_signs_the_images_it_builds(
             )
         else:  # the factory image stays as the ImageBuilder made it
             assert signing.last_chunk(data) is None
+    sums = requests.get(f"{base}/store/{signed['bin_dir']}/sha256sums", timeout=10).text
+    for image in sysupgrade:
+        assert f"{image['sha256']} *{image['name']}" in sums.splitlines()
     # The worker reported the step, as its timing line shows.
     log = (Path(settings.ASU_CACHE_DIR).parent / "worker-1.log").read_text()
     assert "signing_images" in log

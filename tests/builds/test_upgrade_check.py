@@ -2,7 +2,7 @@
 
 import pytest
 
-from builds.upgrade import base_packages
+from builds.upgrade import UpgradeCheckRejected, base_packages, parse_board, parse_installed
 from packages.models import Package, PackageChange
 from targets.models import Profile
 from tests.targets.conftest import synced
@@ -179,3 +179,40 @@ def test_refusals(client, synced) -> None:
     assert all(not upgrade["supported"] for upgrade in answer["upgrades"])
     assert answer["up_to_date"] is False
     assert "gl-mt6000" in answer["upgrades"][0]["detail"]
+
+
+def test_pasted_board_and_installed_lists_are_read() -> None:
+    board = parse_board(
+        '{"board_name": "tplink,archer-c7-v5", "release": {"version": "24.10.1",'
+        ' "revision": "r28597-0425664679", "target": "ath79/generic"}}'
+    )
+    assert board == {
+        "version": "24.10.1",
+        "version_code": "r28597-0425664679",
+        "target": "ath79/generic",
+        "profile": "tplink,archer-c7-v5",
+    }
+    opkg = "base-files - 1647~0425664679\nlibubox20240329 - 2024.03.29~eb9bcb64-r1\n"
+    assert parse_installed(opkg) == {
+        "base-files": "1647~0425664679",
+        "libubox20240329": "2024.03.29~eb9bcb64-r1",
+    }
+    apk = (
+        "busybox-1.37.0-r5 aarch64_cortex-a53 {busybox} (GPL-2.0-only) [installed]\n"
+        "kmod-nf-nat6-6.12.71-r1 aarch64_cortex-a53 {linux} (GPL-2.0-only) [installed]\n"
+        "luci-app-package-manager-26.014.71207~0bcd6b2-r1 noarch {luci} (Apache-2.0) "
+        "[installed]\n"
+        "apk-mbedtls-3.0.0_pre20250606-r1 aarch64_cortex-a53 {apk} (GPL-2.0-only) [installed]\n"
+    )
+    assert parse_installed(apk) == {
+        "busybox": "1.37.0-r5",
+        "kmod-nf-nat6": "6.12.71-r1",
+        "luci-app-package-manager": "26.014.71207~0bcd6b2-r1",
+        "apk-mbedtls": "3.0.0_pre20250606-r1",
+    }
+    assert parse_installed("base-files 1655~edfe589811\n") == {"base-files": "1655~edfe589811"}
+    for text, words in [("{}", "no release"), ("[", "not JSON")]:
+        with pytest.raises(UpgradeCheckRejected, match=words):
+            parse_board(text)
+    with pytest.raises(UpgradeCheckRejected, match="empty"):
+        parse_installed("\n\n")
