@@ -29,19 +29,25 @@ def _chromium_or_skip() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator:
+    """One chromium for the browser tests, closed when they are done.
+
+    Playwright's sync API keeps an event loop running in this thread while it is
+    started, which Django's ORM takes for async code; the tests' own database calls are
+    plain sync code, so Django is told so, and only for as long as the browser runs
+    (the rest of the suite, and processes it starts, never see the setting).
+    """
     executable = _chromium_or_skip()
-    # Playwright's sync API keeps an event loop running in this thread, which Django's
-    # ORM takes for async code; the test's own database calls are plain sync code.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
-        yield chromium
-        chromium.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with playwright_api.sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=executable, headless=True, args=["--no-sandbox"]
+            )
+            yield chromium
+            chromium.close()
 
 
 @pytest.fixture
