@@ -77,12 +77,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "django_celery_beat",
+    "tally",
     "targets",
     "packages",
     "builds",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it sees every answer: counts requests by endpoint and status.
+    "builds.metrics.CountRequestsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # A NUL or newline in the path or query: 400 before any view or query sees it.
@@ -243,6 +246,9 @@ ASU_DEFAULTS_TTL = env_int("ASU_DEFAULTS_TTL", 1800, minimum=0)  # builds with a
 ASU_CACHE_MAX_AGE_DAYS = env_int("ASU_CACHE_MAX_AGE_DAYS", 7, minimum=1)  # unused ImageBuilders
 ASU_SYNC_INTERVAL = env_int("ASU_SYNC_INTERVAL", 30, minimum=1)  # minutes
 ASU_CONTACT = env_str("ASU_CONTACT", "")
+# /metrics is open unless set; then it wants `Authorization: Bearer <token>`.
+ASU_METRICS_TOKEN = env_str("ASU_METRICS_TOKEN", "")
+ASU_STATS_DAYS = env_int("ASU_STATS_DAYS", 190, minimum=31)  # daily counts kept
 ASU_SERVER_VERSION = "0.1.0"
 
 CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first

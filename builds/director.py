@@ -14,10 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from builds import configure, retention, store
+from builds import configure, retention, stats, store
 from builds.errors import BuildError
 from builds.imagebuilder import Workspace, working_copy
 from builds.make import MakeResult, image_command, run_make
@@ -351,15 +352,19 @@ class BuildDirector:
             if name in fields:
                 fields[name] = bounded(fields[name] or "")
         # Only a row still STARTED: one the expiry sweep gave up on stays as it was left.
-        Build.objects.filter(pk=self.row.pk, status=Build.Status.STARTED).update(
-            status=Build.Status.FAILED if failed else Build.Status.DONE,
-            imagebuilder_status=Step.FAILED if failed else Step.DONE,
-            finished_at=now,
-            # When the retention sweep deletes it: kept answers never outlive the row.
-            expires_at=retention.expires_at(self.row.version, self.request, failed, now),
-            detail=f"Error: {detail}" if failed else "",
-            **fields,
-        )
+        # Counted in the same transaction: the statistics show a build when clients do.
+        with transaction.atomic():
+            recorded = Build.objects.filter(pk=self.row.pk, status=Build.Status.STARTED).update(
+                status=Build.Status.FAILED if failed else Build.Status.DONE,
+                imagebuilder_status=Step.FAILED if failed else Step.DONE,
+                finished_at=now,
+                # When the retention sweep deletes it: kept answers never outlive the row.
+                expires_at=retention.expires_at(self.row.version, self.request, failed, now),
+                detail=f"Error: {detail}" if failed else "",
+                **fields,
+            )
+            if recorded:
+                stats.record_build(self.row, failed, detail, now)
 
 
 class Timings:
