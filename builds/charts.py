@@ -16,16 +16,17 @@ from django.utils.safestring import SafeString, mark_safe
 from builds import stats
 
 WIDTH = 400
-FONT = 13
+FONT = 14
 _ids = count()
 
 
 def nice_ceiling(value: float) -> float:
-    """The smallest 1, 2 or 5 times a power of ten at or above `value` (at least 1)."""
-    if value <= 1:
-        return 1
+    """The smallest 2, 4 or 10 times a power of ten at or above `value` (at least 2):
+    its half, the middle grid line, is a round number too."""
+    if value <= 2:
+        return 2
     power = 10 ** math.floor(math.log10(value))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= value)
+    return next(step * power for step in (2, 4, 10) if step * power >= value)
 
 
 def _number(value: float) -> str:
@@ -50,9 +51,11 @@ def line_chart(
     description: str,
     unit: str = "",
     top: float | None = None,
+    zero_dots: bool = False,
 ) -> SafeString:
-    """Lines over days: one per series, a dot per value (gaps where None); the y axis
-    from 0 to `top` or a round number above the largest value."""
+    """Lines over days: one per series (gaps where None) with a dot on each value other
+    than 0 (and on 0 too with `zero_dots`); the y axis from 0 to `top` or a round number
+    above the largest value."""
     height, left, right, upper, lower = 230, 44, 10, 12, 30
     plot_w, plot_h = WIDTH - left - right, height - upper - lower
     values = [v for _, data in series for v in data if v is not None]
@@ -70,15 +73,17 @@ def line_chart(
             f'y2="{level:.1f}"/><text class="axis" x="{left - 6}" y="{level + 4:.1f}" '
             f'text-anchor="end">{_number(top * fraction)}{escape(unit)}</text>'
         )
-    for i in sorted({*range(0, len(labels), 7), len(labels) - 1}):
+    # A date every week, counted back from the last day.
+    for i in range(len(labels) - 1, -1, -7):
+        anchor = "end" if i == len(labels) - 1 else "middle"
         body.append(
-            f'<text class="axis" x="{x[i]:.1f}" y="{height - 10}" text-anchor="middle">'
+            f'<text class="axis" x="{x[i]:.1f}" y="{height - 10}" text-anchor="{anchor}">'
             f"{escape(labels[i][5:10])}</text>"
         )
     for number, (name, data) in enumerate(series, start=1):
         body.append(_line(number, name, labels, x, [None if v is None else y(v) for v in data]))
         for i, value in enumerate(data):
-            if value is not None:
+            if value or (zero_dots and value is not None):
                 body.append(
                     f'<circle class="point series-{number}" cx="{x[i]:.1f}" '
                     f'cy="{y(value):.1f}" r="2.6"><title>{escape(labels[i][:10])}: '
@@ -130,76 +135,81 @@ def bar_chart(
 
 
 def stats_charts() -> list[dict]:
-    """Every chart of /stats/, with its numbers as table rows and where its JSON is."""
+    """Every chart of /stats/: id, title, intro, where its JSON is, the SVG (None when
+    nothing was counted), and its numbers as table `head` and `rows`."""
+    return [*_daily_charts(), _durations_chart(), *_top_charts()]
+
+
+def _daily_charts() -> list[dict]:
     per_day = stats.builds_per_day()
-    labels = per_day["labels"]
+    labels, datasets = per_day["labels"], per_day["datasets"]
     rate = stats.cache_hit_rate()["datasets"][0]["data"]
+    builds = {
+        "id": "builds-per-day",
+        "title": "Builds per day",
+        "intro": "Build requests, the requests answered at once by an image built before "
+        "(cache hits), and builds that failed, over the last 30 days (UTC).",
+        "legend": [d["label"] for d in datasets],
+        "json": "/api/v1/builds-per-day",
+        "svg": line_chart(
+            labels,
+            [(d["label"], d["data"]) for d in datasets],
+            "Builds per day, last 30 days",
+            "Build requests, cache hits and failed builds per day.",
+        )
+        if any(any(d["data"]) for d in datasets)
+        else None,
+        "head": ["Day", *(d["label"] for d in datasets)],
+        "rows": [
+            [label[:10], *(d["data"][i] for d in datasets)]
+            for i, label in enumerate(labels)
+            if any(d["data"][i] for d in datasets)
+        ],
+    }
+    hit_rate = {
+        "id": "cache-hit-rate",
+        "title": "Cache-hit rate",
+        "intro": "The share of build requests answered by an image built before, per day.",
+        "json": "/api/v1/stats/cache-hit-rate",
+        "svg": line_chart(
+            labels,
+            [("Cache-hit rate", rate)],
+            "Cache-hit rate per day, last 30 days",
+            "Percent of build requests answered from the cache, per day.",
+            unit="%",
+            top=100,
+            zero_dots=True,
+        )
+        if any(v is not None for v in rate)
+        else None,
+        "head": ["Day", "Cache hits"],
+        "rows": [[lb[:10], f"{v}%"] for lb, v in zip(labels, rate, strict=True) if v is not None],
+    }
+    return [builds, hit_rate]
+
+
+def _durations_chart() -> dict:
     durations = stats.build_durations()[:15]
-    charts = [
-        {
-            "id": "builds-per-day",
-            "title": "Builds per day",
-            "intro": "Build requests, the requests answered at once by an image built "
-            "before (cache hits), and builds that failed, over the last 30 days (UTC).",
-            "legend": [dataset["label"] for dataset in per_day["datasets"]],
-            "json": "/api/v1/builds-per-day",
-            "svg": line_chart(
-                labels,
-                [(d["label"], d["data"]) for d in per_day["datasets"]],
-                "Builds per day, last 30 days",
-                "Requests, cache hits and failures per day.",
-            )
-            if any(any(d["data"]) for d in per_day["datasets"])
-            else None,
-            "head": ["Day", *(d["label"] for d in per_day["datasets"])],
-            "rows": [
-                [label[:10], *(d["data"][i] for d in per_day["datasets"])]
-                for i, label in enumerate(labels)
-                if any(d["data"][i] for d in per_day["datasets"])
-            ],
-        },
-        {
-            "id": "cache-hit-rate",
-            "title": "Cache-hit rate",
-            "intro": "The share of build requests answered by an image built before, per day.",
-            "json": "/api/v1/stats/cache-hit-rate",
-            "svg": line_chart(
-                labels,
-                [("Cache-hit rate", rate)],
-                "Cache-hit rate per day, last 30 days",
-                "Percent of build requests answered from the cache, per day.",
-                unit="%",
-                top=100,
-            )
-            if any(v is not None for v in rate)
-            else None,
-            "head": ["Day", "Cache hits"],
-            "rows": [
-                [lb[:10], f"{v}%"] for lb, v in zip(labels, rate, strict=True) if v is not None
-            ],
-        },
-        {
-            "id": "build-durations",
-            "title": "Build duration per target",
-            "intro": "How long builds took, from start to result: the median and the "
-            "90th percentile, per target, over the last 30 days.",
-            "legend": ["Median", "90th percentile"],
-            "json": "/api/v1/stats/build-durations",
-            "svg": bar_chart(
-                [(d["target"], [d["median"] or 0, d["p90"] or 0]) for d in durations],
-                "Build duration per target, last 30 days",
-                "Median and 90th percentile build duration in seconds, per target.",
-                unit=" s",
-            )
-            if durations
-            else None,
-            "head": ["Target", "Builds", "Median", "90th percentile"],
-            "rows": [
-                [d["target"], d["builds"], f"{d['median']} s", f"{d['p90']} s"] for d in durations
-            ],
-        },
-    ]
-    return charts + _top_charts()
+    return {
+        "id": "build-durations",
+        "title": "Build duration per target",
+        "intro": "How long builds took, from start to result: the median and the 90th "
+        "percentile per target over the last 30 days, estimated from duration buckets.",
+        "legend": ["Median", "90th percentile"],
+        "json": "/api/v1/stats/build-durations",
+        "svg": bar_chart(
+            [(d["target"], [d["median"] or 0, d["p90"] or 0]) for d in durations],
+            "Build duration per target, last 30 days",
+            "Median and 90th percentile build duration in seconds, per target.",
+            unit=" s",
+        )
+        if durations
+        else None,
+        "head": ["Target", "Builds", "Median", "90th percentile"],
+        "rows": [
+            [d["target"], d["builds"], f"{d['median']} s", f"{d['p90']} s"] for d in durations
+        ],
+    }
 
 
 TOP_CHARTS = (
