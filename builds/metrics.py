@@ -30,7 +30,7 @@ from prometheus_client.utils import floatToGoString
 from asuproject.api_errors import error_response
 from builds.models import Build
 from builds.stats import DURATION_BUCKETS, build_request_counts, client_family
-from tally.counting import add, flush, labels_text
+from tally.counting import add, flush
 from tally.models import Total
 
 # The running totals shown as counters: name without `_total`, help, label names.
@@ -71,8 +71,8 @@ class CountRequestsMiddleware:
         endpoint = match.view_name if match else NO_VIEW
         method = request.method if request.method in METHODS else "other"
         status = response.status_code
-        labels = (("endpoint", endpoint), ("method", method), ("status", str(status)))
-        totals = [("asu_http_requests_total", labels_text(labels))]
+        labels = (("endpoint", endpoint), ("method", method), ("status", status))
+        totals = [("asu_http_requests_total", labels)]
         daily: list = []
         if endpoint == "api-build" and method == "POST":
             client = client_family(_body(request), request.META.get("HTTP_USER_AGENT", ""))
@@ -91,7 +91,7 @@ def _body(request: HttpRequest) -> bytes:
 
 def count_queued() -> None:
     """A request queued a new build (or a failed one again)."""
-    add(totals=[("asu_builds_queued_total", labels_text(()))])
+    add(totals=[("asu_builds_queued_total", ())])
 
 
 class DatabaseCollector(Collector):

@@ -16,7 +16,7 @@ from django.db.models import Sum
 from prometheus_client.utils import floatToGoString
 
 from builds.models import Build
-from tally.counting import DailyKey, TotalKey, day_number, labels_text, save, today
+from tally.counting import DailyKey, TotalKey, day_number, save, today
 from tally.models import DailyCount
 from targets.models import Branch
 from targets.sync import branch_of
@@ -26,7 +26,8 @@ DAYS = 30
 WEEKS = 26
 CLIENTS = ("luci", "owut", "auc", "ofs")
 # The client's name in a request body, without parsing it: `"client": "luci/25.103..."`.
-CLIENT_IN_BODY = re.compile(rb'"client"\s*:\s*"([A-Za-z]*)')
+CLIENT_VALUE = re.compile(rb'\s*:\s*"([A-Za-z]*)')
+OUTCOMES = {200: "cache_hit", 202: "pending", 500: "failed"}
 # Upper bounds (seconds) of the build-duration buckets, as Prometheus' `le`.
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 450, 600, 900, math.inf)
 # Failure reasons, by what the build's `detail` says; the first match wins.
@@ -49,7 +50,8 @@ PACKAGES_COUNTED = 500
 def client_family(body: bytes, user_agent: str) -> str:
     """luci, owut, auc, ofs or other: the `client` field's name before its "/", else
     auc when the User-Agent says so (auc sends no `client`)."""
-    found = CLIENT_IN_BODY.search(body)
+    at = body.find(b'"client"')  # a plain search first: far quicker than a regex's
+    found = CLIENT_VALUE.match(body, at + 8) if at >= 0 else None
     name = found.group(1).decode().lower() if found else ""
     if not name and user_agent.lower().startswith("auc"):
         name = "auc"
@@ -61,8 +63,8 @@ def build_request_counts(status: int, client: str) -> tuple[list[DailyKey], list
     hit when a finished image answered it (200)."""
     day = today()
     daily = [(day, Kind.REQUESTS, "", ""), (day, Kind.CLIENTS, client, "")]
-    outcome = {200: "cache_hit", 202: "pending", 500: "failed"}.get(status, "refused")
-    totals = [("asu_build_requests_total", labels_text((("client", client), ("outcome", outcome))))]
+    outcome = OUTCOMES.get(status, "refused")
+    totals = [("asu_build_requests_total", (("client", client), ("outcome", outcome)))]
     if status == 200:
         daily.append((day, Kind.CACHE_HITS, "", ""))
     return daily, totals
@@ -106,8 +108,8 @@ def record_build(build: Build, failed: bool, detail: str, finished_at: datetime)
     save(daily, totals)
 
 
-def _labels(**labels: str) -> str:
-    return labels_text(tuple(labels.items()))
+def _labels(**labels: str) -> tuple:
+    return tuple(labels.items())
 
 
 # Reading -------------------------------------------------------------------------------

@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 5.0
 EPOCH = date(1970, 1, 1)
 
-# (day number, kind, key, detail) and (metric name, labels text): how many.
+# (day number, kind, key, detail) and (metric name, ((label, value), ...)): how many.
 DailyKey = tuple[int, str, str, str]
-TotalKey = tuple[str, str]
+Labels = tuple[tuple[str, str], ...]
+TotalKey = tuple[str, Labels]
 
 _lock = threading.Lock()
 _daily: Counter = Counter()
@@ -53,9 +54,9 @@ def day_number(day: date) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def labels_text(items: tuple[tuple[str, str], ...]) -> str:
-    """The stored form of a metric's labels: a JSON object with sorted keys."""
-    return json.dumps(dict(sorted(items)), separators=(",", ":"))
+def labels_text(items: Labels) -> str:
+    """The stored form of a metric's labels: a JSON object of strings, keys sorted."""
+    return json.dumps({k: str(v) for k, v in sorted(items)}, separators=(",", ":"))
 
 
 def add(daily: Iterable[DailyKey] = (), totals: Iterable[TotalKey] = ()) -> None:
@@ -71,7 +72,7 @@ def add(daily: Iterable[DailyKey] = (), totals: Iterable[TotalKey] = ()) -> None
 
 def count_now(name: str, n: float = 1, **labels: str) -> None:
     """Add `n` to a running total in the database at once (workers: events are few)."""
-    save({}, {(name, labels_text(tuple(labels.items()))): n})
+    save({}, {(name, tuple(labels.items())): n})
 
 
 def flush() -> None:
@@ -121,7 +122,12 @@ def save(daily: Mapping[DailyKey, int], totals: Mapping[TotalKey, float]) -> Non
         _increment(
             Total,
             "value",
-            (({"name": name, "labels": labels}, n) for (name, labels), n in sorted(totals.items())),
+            (
+                ({"name": name, "labels": text}, n)
+                for name, text, n in sorted(
+                    (name, labels_text(labels), n) for (name, labels), n in totals.items()
+                )
+            ),
         )
 
 
