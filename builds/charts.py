@@ -80,7 +80,8 @@ def line_chart(
             f'<text class="axis" x="{x[i]:.1f}" y="{height - 10}" text-anchor="{anchor}">'
             f"{escape(labels[i][5:10])}</text>"
         )
-    for number, (name, data) in enumerate(series, start=1):
+    # The first series drawn last, on top where lines meet (at 0, most days).
+    for number, (name, data) in reversed(list(enumerate(series, start=1))):
         body.append(_line(number, name, labels, x, [None if v is None else y(v) for v in data]))
         for i, value in enumerate(data):
             if value or (zero_dots and value is not None):

@@ -156,7 +156,8 @@ def forget_days_before(day: date) -> int:
 
 def flush_every(seconds: float = FLUSH_SECONDS) -> None:
     """Write this process's counts every `seconds` from a thread of its own, started with
-    the first count (after a fork, again in the child), and once more at exit."""
+    the first count (after a fork, again in the child), and once more at exit; 0 stops
+    the thread after its next round."""
     _flusher["interval"] = seconds
 
 
@@ -169,9 +170,10 @@ def _start_flusher() -> None:
 
 
 def _flush_forever() -> None:
-    while True:
+    while _flusher["interval"]:
         time.sleep(_flusher["interval"])
         _flush_quietly()
+    _flusher["started"] = False
 
 
 def _flush_quietly() -> None:

@@ -136,3 +136,19 @@ def test_a_refused_build_request_is_counted_by_endpoint_status_and_client(client
 )
 def test_clients_are_told_apart_by_their_client_field_or_user_agent(body, user_agent, family):
     assert client_family(body, user_agent) == family
+
+
+def test_a_sync_run_that_cannot_read_upstream_is_counted_with_its_errors(
+    client, db, settings, tmp_path
+):
+    from packages.tasks import sync_upstream
+
+    settings.ASU_UPSTREAM_URL = tmp_path.as_uri()  # an empty folder: nothing to read
+    seed_branches()
+
+    report = sync_upstream()
+    scraped = samples(client.get("/metrics").content.decode())
+
+    assert report["errors"]
+    assert scraped[("asu_sync_runs_total", (("result", "errors"),))] == 1
+    assert scraped[("asu_sync_errors_total", ())] == len(report["errors"])
