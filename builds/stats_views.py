@@ -24,9 +24,16 @@ TOP_DEFAULT = 10
 TOP_MAX = 100
 
 
-class TopQuery(serializers.Serializer):
+class BranchQuery(serializers.Serializer):
+    branch = serializers.RegexField(
+        r"^[\w.-]{1,32}$",
+        required=False,
+        error_messages={"invalid": "must be a branch name such as 24.10."},
+    )
+
+
+class TopQuery(BranchQuery):
     n = serializers.IntegerField(min_value=1, max_value=TOP_MAX, default=TOP_DEFAULT)
-    branch = serializers.RegexField(r"^[\w.-]{1,32}$", required=False, max_length=32)
 
 
 def _query(request: Request, serializer_class: type[serializers.Serializer]) -> dict:
@@ -99,7 +106,7 @@ class BuildsByVersionView(StatsView):
         responses=_series_schema("BuildsByVersion"),
     )
     def get(self, request: Request) -> Response:
-        query = _query(request, TopQuery)
+        query = _query(request, BranchQuery)
         return Response(stats.builds_by_version(query.get("branch")))
 
 
