@@ -364,7 +364,15 @@ class BuildDirector:
                 **fields,
             )
             if recorded:
+                self._count(failed, detail, now)
+
+    def _count(self, failed: bool, detail: str, now: datetime) -> None:
+        """The build in the statistics; a failure to count never loses the result."""
+        try:
+            with transaction.atomic():
                 stats.record_build(self.row, failed, detail, now)
+        except Exception:
+            log.exception("Build %s was not counted in the statistics", self.row.pk)
 
 
 class Timings:

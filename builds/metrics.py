@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -142,6 +143,7 @@ registry = CollectorRegistry(auto_describe=False)
 registry.register(DatabaseCollector())
 
 
+@require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics. Open, unless ASU_METRICS_TOKEN is set: then only with
     `Authorization: Bearer <token>`."""

@@ -237,3 +237,12 @@ def test_the_counts_have_readable_names():
 
     assert str(row) == "2026-11-03: package luci 24.10 = 4"
     assert str(total) == "asu_builds_queued_total{} = 3"
+
+
+def test_the_stats_page_says_when_nothing_was_counted(client):
+    page = client.get("/stats/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count("Nothing counted yet.") == 9
+    assert 'href="/stats/" aria-current="page"' in html
