@@ -78,12 +78,15 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "django_celery_beat",
+    "tally",
     "targets",
     "packages",
     "builds",
 ]
 
 MIDDLEWARE = [
+    # Outermost, so that it sees every answer: counts requests by endpoint and status.
+    "builds.metrics.CountRequestsMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # A NUL or newline in the path or query: 400 before any view or query sees it.
@@ -251,6 +254,9 @@ if ASU_SIGNING_KEY:
         usign.read_secret_key(ASU_SIGNING_KEY)
     except usign.SignatureError as exc:
         raise ImproperlyConfigured(f"ASU_SIGNING_KEY: {exc}") from None
+# /metrics is open unless set; then it wants `Authorization: Bearer <token>`.
+ASU_METRICS_TOKEN = env_str("ASU_METRICS_TOKEN", "")
+ASU_STATS_DAYS = env_int("ASU_STATS_DAYS", 190, minimum=31)  # daily counts kept
 ASU_SERVER_VERSION = "0.1.0"
 
 CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first

@@ -6,6 +6,7 @@ urlpatterns = [
     # packages first: a target's index.json also matches targets' {profile}.json.
     path("", include("packages.urls")),
     path("", include("targets.urls")),
+    path("", include("builds.stats_urls")),
     path("", include("builds.urls")),
     path("", include("builds.page_urls")),
 ]

@@ -14,10 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from builds import configure, retention, signing, store
+from builds import configure, retention, signing, stats, store
 from builds.errors import BuildError
 from builds.imagebuilder import Workspace, working_copy
 from builds.make import MakeResult, image_command, run_make
@@ -371,15 +372,27 @@ class BuildDirector:
             if name in fields:
                 fields[name] = bounded(fields[name] or "")
         # Only a row still STARTED: one the expiry sweep gave up on stays as it was left.
-        Build.objects.filter(pk=self.row.pk, status=Build.Status.STARTED).update(
-            status=Build.Status.FAILED if failed else Build.Status.DONE,
-            imagebuilder_status=Step.FAILED if failed else Step.DONE,
-            finished_at=now,
-            # When the retention sweep deletes it: kept answers never outlive the row.
-            expires_at=retention.expires_at(self.row.version, self.request, failed, now),
-            detail=f"Error: {detail}" if failed else "",
-            **fields,
-        )
+        # Counted in the same transaction: the statistics show a build when clients do.
+        with transaction.atomic():
+            recorded = Build.objects.filter(pk=self.row.pk, status=Build.Status.STARTED).update(
+                status=Build.Status.FAILED if failed else Build.Status.DONE,
+                imagebuilder_status=Step.FAILED if failed else Step.DONE,
+                finished_at=now,
+                # When the retention sweep deletes it: kept answers never outlive the row.
+                expires_at=retention.expires_at(self.row.version, self.request, failed, now),
+                detail=f"Error: {detail}" if failed else "",
+                **fields,
+            )
+            if recorded:
+                self._count(failed, detail, now)
+
+    def _count(self, failed: bool, detail: str, now: datetime) -> None:
+        """The build in the statistics; a failure to count never loses the result."""
+        try:
+            with transaction.atomic():
+                stats.record_build(self.row, failed, detail, now)
+        except Exception:
+            log.exception("Build %s was not counted in the statistics", self.row.pk)
 
 
 class Timings:

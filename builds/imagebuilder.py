@@ -36,6 +36,7 @@ from builds.errors import BuildError, BuildTimeout, remaining
 from builds.make import MakeResult, run_make
 from builds.make_output import parse_make_info
 from builds.models import Step
+from tally.counting import count_now
 from targets.upstream import NotFound, UpstreamError, fetch, upstream_url
 
 log = logging.getLogger(__name__)
@@ -365,7 +366,9 @@ def _unpack_new(
         try:
             digest = download(url, tarball, deadline)
         except UpstreamError as exc:
+            count_now("asu_imagebuilder_downloads_total", result="failed")
             raise BuildError(f"Could not download the ImageBuilder: {exc}") from None
+        count_now("asu_imagebuilder_downloads_total", result="ok")
         if digest != sha256:
             raise BuildError(
                 f"The downloaded ImageBuilder {name} does not match its checksum; "

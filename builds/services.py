@@ -3,6 +3,7 @@ resolved into its effective build (`builds.resolve`), found or queued (`builds.q
 and remembered for the next identical request (`builds.memory`)."""
 
 from builds.memory import memory, read_dependencies, remember_resolution
+from builds.metrics import count_queued
 from builds.models import Build
 from builds.queue import get_or_queue
 from builds.resolve import check_server_allows, effective_request, resolve_profile
@@ -29,6 +30,8 @@ def request_build(
     # The result columns are not needed when this process has the answer already.
     has_answer = memory.finished_answer(request_hash) is not None
     build, queued = get_or_queue(request_hash, effective.build_fields(), results=not has_answer)
+    if queued:
+        count_queued()
     if shortcut and depends_on is not None:
         remember_resolution(shortcut, request_hash, profile, profile_key, depends_on)
     return build, queued

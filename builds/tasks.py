@@ -2,15 +2,18 @@
 old builds."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
 from celery.signals import worker_init
+from django.conf import settings
 from django.utils import timezone
 
 from builds import reconcile, retention
 from builds.director import BuildDirector
 from builds.imagebuilder import remove_stale_working_copies
 from builds.make import sandbox
+from tally.counting import forget_days_before
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ def expire_builds() -> int:
     they expire too. Beat runs it hourly and at 00:00 UTC, when the day's snapshot
     builds go."""
     expiry = retention.expire(timezone.now())
+    forget_days_before(timezone.now().date() - timedelta(days=settings.ASU_STATS_DAYS))
     if expiry.builds or expiry.cache_entries:
         log.info(
             "Expired %d builds, %d store folders, %d unused ImageBuilders",

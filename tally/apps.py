@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TallyConfig(AppConfig):
+    name = "tally"
+    verbose_name = "Counts over time"
