@@ -243,6 +243,11 @@ ASU_DEFAULTS_TTL = env_int("ASU_DEFAULTS_TTL", 1800, minimum=0)  # builds with a
 ASU_CACHE_MAX_AGE_DAYS = env_int("ASU_CACHE_MAX_AGE_DAYS", 7, minimum=1)  # unused ImageBuilders
 ASU_SYNC_INTERVAL = env_int("ASU_SYNC_INTERVAL", 30, minimum=1)  # minutes
 ASU_CONTACT = env_str("ASU_CONTACT", "")
+# A Firmware Selector that builds through this server, linked from the pages; empty: none.
+# Kept as given (the device page appends its query string), after env_url checked it.
+ASU_FIRMWARE_SELECTOR_URL = env_str("ASU_FIRMWARE_SELECTOR_URL").strip()
+if ASU_FIRMWARE_SELECTOR_URL:
+    env_url("ASU_FIRMWARE_SELECTOR_URL", "", ("http", "https"))
 ASU_SERVER_VERSION = "0.1.0"
 
 CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first
