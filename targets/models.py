@@ -183,6 +183,11 @@ class Profile(models.Model):
     def __str__(self) -> str:
         return f"{self.target} {self.name}"
 
+    def save(self, *args, **kwargs) -> None:
+        # The sync writes in bulk and sets the title itself; this covers single rows.
+        self.title = device_title(self.titles)[:255]
+        super().save(*args, **kwargs)
+
     def as_profiles_json(self) -> dict:
         """The profile's entry as profiles.json has it."""
         return {
