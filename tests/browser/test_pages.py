@@ -59,7 +59,8 @@ def test_a_build_from_the_device_page_is_followed_until_done_then_a_failure(
     page.evaluate("window.sameDocument = true")
 
     start_worker(concurrency=1)
-    expect(page.locator("#images-title")).to_be_visible(timeout=BUILD_WAIT_MS)
+    page.wait_for_selector("#images-title, .status-failed", timeout=BUILD_WAIT_MS)
+    assert page.locator("#images-title").count() == 1, page.locator(".status-box").inner_text()
     assert page.evaluate("window.sameDocument") is True, "the page was reloaded"
     expect(page.locator("table.images")).to_contain_text("sysupgrade")
     expect(page.locator("#manifest-table")).to_contain_text("luci")
