@@ -257,6 +257,11 @@ if ASU_SIGNING_KEY:
 # /metrics is open unless set; then it wants `Authorization: Bearer <token>`.
 ASU_METRICS_TOKEN = env_str("ASU_METRICS_TOKEN", "")
 ASU_STATS_DAYS = env_int("ASU_STATS_DAYS", 190, minimum=31)  # daily counts kept
+# A Firmware Selector that builds through this server, linked from the pages; empty: none.
+# Kept as given (the device page appends its query string), after env_url checked it.
+ASU_FIRMWARE_SELECTOR_URL = env_str("ASU_FIRMWARE_SELECTOR_URL").strip()
+if ASU_FIRMWARE_SELECTOR_URL:
+    env_url("ASU_FIRMWARE_SELECTOR_URL", "", ("http", "https"))
 ASU_SERVER_VERSION = "0.1.0"
 
 CELERY_TASK_TIME_LIMIT = ASU_BUILD_TIMEOUT + 120  # make's own timeout fires first

@@ -1,6 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from asuproject.admin import set_up_site
+
+set_up_site(admin.site)
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # packages first: a target's index.json also matches targets' {profile}.json.

@@ -1,9 +1,11 @@
 """Builds: one row per distinct effective build request."""
 
+import json
 import re
 from datetime import UTC
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -40,6 +42,9 @@ class Step:
     )
 
 
+# A request hash, or the start of one long enough to mean something (6 hex digits).
+HASH_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
+
 # A request hash, or any other long hexadecimal run that could name one.
 HEX_RUN = re.compile(r"\b[0-9a-fA-F]{16,}\b")
 
@@ -56,6 +61,21 @@ class BuildQuerySet(models.QuerySet):
         """Queued builds whose task never reached the broker (it was down): real work
         for no worker until they are sent."""
         return self.filter(status=Build.Status.QUEUED, sent_at__isnull=True)
+
+    def matching(self, search: str) -> "BuildQuerySet":
+        """Builds whose profile holds `search`, that asked for or installed a package of
+        that name, or, for 6 to 64 hex digits, whose request hash starts with it."""
+        search = search.strip()
+        # has_key and the quoted name in the list's JSON text are exact names, and work
+        # on SQLite and PostgreSQL alike.
+        match = (
+            Q(profile__icontains=search)
+            | Q(manifest__has_key=search)
+            | Q(packages__icontains=json.dumps(search))
+        )
+        if HASH_PREFIX.match(search.lower()):
+            match |= Q(request_hash__startswith=search.lower())
+        return self.filter(match)
 
     def recent_failures(self, count: int) -> "BuildQuerySet":
         """The `count` builds that failed last, newest first."""

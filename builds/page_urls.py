@@ -14,4 +14,10 @@ urlpatterns = [
     path("targets/", pages.version_list, name="versions"),
     path("targets/<str:version>/", pages.target_list, name="targets"),
     path("targets/<str:version>/<str:board>/<str:subtarget>/", pages.profile_list, name="profiles"),
+    path(
+        "targets/<str:version>/<str:board>/<str:subtarget>/<str:profile>/",
+        pages.device,
+        name="device",
+    ),
+    path("search/", pages.search, name="search"),
 ]

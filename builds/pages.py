@@ -4,20 +4,29 @@ Function views that read a few columns each and hand plain data to the templates
 every page costs a small, fixed number of queries (the tests pin them).
 """
 
-import re
 import shlex
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
-from builds.models import SYSUPGRADE_TYPES, Build
+from builds.models import HASH_PREFIX, SYSUPGRADE_TYPES, Build
 from builds.queue import queue_position
-from targets.models import Branch, Profile, Target, Version, newest_first, version_sort_key
+from targets.models import (
+    Branch,
+    Profile,
+    Target,
+    Version,
+    device_title,
+    image_defaults,
+    newest_first,
+    version_sort_key,
+)
 
 PAGE_SIZE = 50
 STDERR_TAIL_LINES = 80
@@ -50,8 +59,12 @@ REQUEST_FIELDS = (
     "defaults",
     "client",
 )
-# Image types a router already running OpenWrt upgrades with (see the API contract).
-HEX = re.compile(r"^[0-9a-f]{8,64}$")
+# What the device page's build form sends as `client`, so its builds are told apart.
+WEB_CLIENT = "asu-web/1"
+LATEST_IMAGES = 6
+# Finished builds read to find LATEST_IMAGES distinct devices: one indexed read.
+LATEST_SCAN = 100
+SEARCH_LIMIT = 200
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -61,20 +74,34 @@ def home(request: HttpRequest) -> HttpResponse:
         started=Count("pk", filter=Q(status=Build.Status.STARTED)),
     )
     branches = _enabled_branches()
-    recent = (
-        Build.objects.filter(status=Build.Status.DONE)
-        .only(*LIST_COLUMNS)
-        .order_by("-enqueued_at", "-pk")[:5]
-    )
     context = {
         "nav": "home",
         "counts": counts,
         "branches": branches,
         "version_count": sum(len(branch.version_names) for branch in branches),
-        "recent": recent,
+        "latest": latest_images(LATEST_IMAGES),
         "server_url": request.build_absolute_uri("/").rstrip("/"),
     }
     return render(request, "builds/home.html", context)
+
+
+def latest_images(count: int) -> list[dict]:
+    """The newest finished builds, one per device and version: many requests for one
+    popular device differ only in their packages, and would fill the list alone."""
+    rows = (
+        Build.objects.filter(status=Build.Status.DONE)
+        .order_by("-enqueued_at", "-pk")
+        .values("request_hash", "version", "target", "profile", "finished_at", "result__titles")
+    )[:LATEST_SCAN]
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["version"], row["target"], row["profile"])
+        if key not in latest:
+            row["title"] = device_title(row.pop("result__titles")) or row["profile"]
+            latest[key] = row
+            if len(latest) == count:
+                break
+    return list(latest.values())
 
 
 def build_list(request: HttpRequest) -> HttpResponse:
@@ -160,9 +187,11 @@ def profile_list(request: HttpRequest, version: str, board: str, subtarget: str)
         "name", "titles", "supported_devices", "target_id"
     )
     json_base = f"/json/v1/{target.version.path}/targets/{target.name}/"
+    page_base = reverse("pages:profiles", args=[version, board, subtarget])
     rows = [
         {
             "name": profile.name,
+            "url": page_base + quote(profile.name) + "/",
             "title": device_title(profile.titles),
             "supported_devices": profile.supported_devices,
             "json_url": json_base + quote(profile.name) + ".json",
@@ -173,18 +202,106 @@ def profile_list(request: HttpRequest, version: str, board: str, subtarget: str)
     return render(request, "builds/profile_list.html", context)
 
 
-def device_title(titles: list | None) -> str:
-    """A profile's titles as people say them: "TP-Link Archer C7 v5 / Archer C7 v4"."""
-    names = []
-    for title in titles or []:
-        if not isinstance(title, dict):
-            continue
-        if title.get("title"):
-            names.append(str(title["title"]))
-        else:
-            parts = (title.get(key) for key in ("vendor", "model", "variant"))
-            names.append(" ".join(str(part) for part in parts if part))
-    return " / ".join(name for name in names if name)
+def device(
+    request: HttpRequest, version: str, board: str, subtarget: str, profile: str
+) -> HttpResponse:
+    """One device (a profile of a target) in every enabled version that has it, with the
+    form that asks for an image of it (static/builds/build.js posts it to the API)."""
+    target_name = f"{board}/{subtarget}"
+    rows = list(
+        Profile.objects.filter(
+            name=profile, target__name=target_name, target__version__branch__enabled=True
+        ).values(
+            "title",
+            "supported_devices",
+            "device_packages",
+            "images",
+            "target__version__name",
+            "target__default_packages",
+            "target__arch_packages",
+            "target__version_code",
+        )
+    )
+    current = next((r for r in rows if r["target__version__name"] == version), None)
+    if current is None:
+        raise Http404(f"No profile {profile} of {target_name} in {version}")
+    rows.sort(key=lambda r: version_sort_key(r["target__version__name"]), reverse=True)
+    defaults = {
+        r["target__version__name"]: image_defaults(
+            r["target__default_packages"], r["device_packages"]
+        )
+        for r in rows
+    }
+    context = {
+        "nav": "targets",
+        "version": version,
+        "target_name": target_name,
+        "board": board,
+        "subtarget": subtarget,
+        "profile": profile,
+        "device": current,
+        "title": current["title"] or profile,
+        "versions": list(defaults),
+        "defaults": defaults,
+        "image_types": sorted({i.get("type", "") for i in current["images"] or []} - {""}),
+        "web_client": WEB_CLIENT,
+        "selector_url": _selector_link(version, target_name, profile),
+    }
+    return render(request, "builds/device.html", context)
+
+
+def search(request: HttpRequest) -> HttpResponse:
+    """Devices by title or profile id, builds by the start of their request hash: one
+    query each. A hash prefix that names exactly one build and no device opens it."""
+    query = " ".join(request.GET.get("q", "").split())[:100]
+    devices: list[dict] = []
+    builds: list[Build] = []
+    if query:
+        if HASH_PREFIX.match(query.lower()):
+            builds = list(
+                Build.objects.filter(request_hash__startswith=query.lower())
+                .only(*LIST_COLUMNS)
+                .order_by("-enqueued_at", "-pk")[:PAGE_SIZE]
+            )
+        devices = _devices_titled(query)
+        if len(builds) == 1 and not devices:
+            return redirect("pages:build", builds[0].request_hash)
+    context = {"nav": "search", "query": query, "devices": devices, "builds": builds}
+    return render(request, "builds/search.html", context)
+
+
+def _devices_titled(query: str) -> list[dict]:
+    """The profiles matching `query`, one entry per device of a target, with the
+    enabled versions that have it, newest first."""
+    rows = (
+        Profile.objects.filter(target__version__branch__enabled=True)
+        .titled(query)
+        .order_by("title", "name")
+        .values_list("title", "name", "target__name", "target__version__name")
+    )[:SEARCH_LIMIT]
+    found: dict[tuple, dict] = {}
+    for title, name, target_name, version in rows:
+        entry = found.setdefault(
+            (target_name, name),
+            {"title": title or name, "profile": name, "target": target_name, "versions": []},
+        )
+        entry["versions"].append(version)
+    for entry in found.values():
+        entry["versions"] = newest_first(entry["versions"])
+        board, _, subtarget = entry["target"].partition("/")
+        entry["url"] = reverse(
+            "pages:device", args=[entry["versions"][0], board, subtarget, entry["profile"]]
+        )
+    return list(found.values())
+
+
+def _selector_link(version: str, target: str, profile: str) -> str:
+    """The device on the configured Firmware Selector, which takes these three from the
+    query string; "" when none is configured."""
+    base = settings.ASU_FIRMWARE_SELECTOR_URL
+    if not base:
+        return ""
+    return f"{base}?{urlencode({'version': version, 'target': target, 'id': profile})}"
 
 
 def _enabled_branches() -> list[Branch]:
@@ -210,13 +327,8 @@ def _filter_builds(builds: QuerySet[Build], filters: dict[str, str]) -> QuerySet
     for key in ("version", "target", "profile", "status"):
         if filters[key]:
             builds = builds.filter(**{key: filters[key]})
-    if search := filters["q"]:
-        # has_key is an exact package name and works on SQLite and PostgreSQL alike;
-        # a hex string also finds a build by the start of its hash.
-        match = Q(profile__icontains=search) | Q(manifest__has_key=search)
-        if HEX.match(search.lower()):
-            match |= Q(request_hash__startswith=search.lower())
-        builds = builds.filter(match)
+    if filters["q"]:
+        builds = builds.matching(filters["q"])
     return builds
 
 

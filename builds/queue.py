@@ -144,15 +144,29 @@ def retry_failed(build: Build) -> bool:
     cutoff = now - timedelta(seconds=settings.ASU_FAILURE_TTL)
     if not build.server_fault and (build.finished_at or build.enqueued_at) > cutoff:
         return False
+    due = Q(status=Build.Status.FAILED) & (
+        Q(server_fault=True)
+        | Q(finished_at__lte=cutoff)
+        | Q(finished_at__isnull=True, enqueued_at__lte=cutoff)
+    )
+    return _queue_again(build, due, now)
+
+
+def build_again(build: Build) -> bool:
+    """Queue a finished or failed build again at once, its result or failure dropped (the
+    admin's "build again"); False if it is queued or running already. `build` is
+    refreshed to its current state either way."""
+    finished = Q(status__in=[Build.Status.DONE, Build.Status.FAILED])
+    return _queue_again(build, finished, timezone.now())
+
+
+def _queue_again(build: Build, condition: Q, now: datetime) -> bool:
+    """Start `build` afresh and send it, if its row still meets `condition`."""
     ensure_room()
     # The conditional update lets exactly one of many concurrent requests re-queue it.
     claimed = (
-        Build.objects.filter(pk=build.pk, status=Build.Status.FAILED)
-        .filter(
-            Q(server_fault=True)
-            | Q(finished_at__lte=cutoff)
-            | Q(finished_at__isnull=True, enqueued_at__lte=cutoff)
-        )
+        Build.objects.filter(pk=build.pk)
+        .filter(condition)
         .update(task_id=str(uuid.uuid4()), enqueued_at=now, **Build.QUEUED_AFRESH)
     )
     build.refresh_from_db()

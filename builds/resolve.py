@@ -23,7 +23,7 @@ from builds.repositories import repository_allowed
 from packages.changes import apply_package_changes
 from packages.models import Package, PackageIndex, without_abi_suffixes
 from packages.sync import refresh_target
-from targets.models import Branch, Profile, Target, Version
+from targets.models import Branch, Profile, Target, Version, image_defaults
 from targets.sync import (
     read_targets_json,
     read_versions_list,
@@ -289,9 +289,7 @@ def effective_packages(
     requested_sorted = sorted(set(requested))
     if not diff_packages:
         return requested_sorted
-    device = profile.device_packages or []
-    base = set(target.default_packages or []) | {p for p in device if not p.startswith("-")}
-    base -= {p[1:] for p in device if p.startswith("-")}
+    base = set(image_defaults(target.default_packages, profile.device_packages))
     wanted = {p for p in requested if not p.startswith("-")}
     removals = sorted("-" + p for p in base - wanted)
     return removals + [p for p in requested_sorted if p not in removals]

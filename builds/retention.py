@@ -143,19 +143,24 @@ def expire(now: datetime) -> Expiry:
     fail_abandoned(now)
     expiry = find_expired(now)
     expiry.lost = lost
-    # Only rows still finished: one queued again since it was read stays.
-    going = Build.objects.filter(pk__in=[b.pk for b in expiry.builds]).exclude(
-        status__in=IN_PROGRESS
-    )
-    gone = set(going.values_list("pk", flat=True))
-    going.filter(pk__in=gone).delete()
-    expiry.builds = [build for build in expiry.builds if build.pk in gone]
-    expiry.bin_dirs = orphaned_bin_dirs(expiry.builds)
-    for bin_dir in expiry.bin_dirs:
-        delete_stored_files(bin_dir)
+    expiry.builds, expiry.bin_dirs = delete_builds(expiry.builds)
     expiry.cache_entries = [e for e in expiry.cache_entries if remove_cache_entry(e)]
     remove_stale_working_copies(lost_after())
     return expiry
+
+
+def delete_builds(builds: list[Build]) -> tuple[list[Build], list[str]]:
+    """Delete the finished builds of `builds`, and the store folders no remaining build
+    uses; return the builds deleted and the folders. A build queued or running by now
+    stays (a finished one may have been queued again since it was read)."""
+    going = Build.objects.filter(pk__in=[b.pk for b in builds]).exclude(status__in=IN_PROGRESS)
+    gone = set(going.values_list("pk", flat=True))
+    going.filter(pk__in=gone).delete()
+    deleted = [build for build in builds if build.pk in gone]
+    bin_dirs = orphaned_bin_dirs(deleted)
+    for bin_dir in bin_dirs:
+        delete_stored_files(bin_dir)
+    return deleted, bin_dirs
 
 
 def describe(expiry: Expiry) -> list[str]:

@@ -66,7 +66,9 @@ def _shown(field: str, value: object) -> str:
 class PackageChangeAdmin(admin.ModelAdmin):
     form = PackageChangeForm
     change_list_template = "admin/packages/packagechange/change_list.html"
-    list_display = ["__str__", "kind", "mandatory", "apply_on_build", "publish", "enabled", "order"]
+    # Three columns, so the list reads at 1280 px beside the filters: the rule says its
+    # kind and scope itself; how it is used is one short phrase.
+    list_display = ["__str__", "used", "order"]
     list_filter = ["kind", "branch", TargetFilter, "enabled", "publish", "apply_on_build"]
     search_fields = ["source", "target", "only_if", "note", "link", "targets", "profiles"]
     list_select_related = ["branch"]
@@ -81,6 +83,18 @@ class PackageChangeAdmin(admin.ModelAdmin):
         ("How it is used", {"fields": ["apply_on_build", "publish", "order", "enabled"]}),
         ("Why", {"fields": ["note", "link", "created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="used", ordering="enabled")
+    def used(self, rule: PackageChange) -> str:
+        """ "builds, published, mandatory", or "disabled"."""
+        if not rule.enabled:
+            return "disabled"
+        flags = [
+            ("builds", rule.apply_on_build),
+            ("published", rule.publish),
+            ("mandatory", rule.mandatory),
+        ]
+        return ", ".join(name for name, on in flags if on) or "nowhere"
 
     def get_urls(self) -> list:
         urls = [

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterable
 
 from django.db import models
+from django.db.models import Q
 
 
 def version_sort_key(name: str) -> tuple:
@@ -113,6 +114,28 @@ class Target(models.Model):
         return f"{kernel['version']}-{kernel['release']}-{kernel['vermagic']}"
 
 
+def device_title(titles: list | None) -> str:
+    """A profile's titles as people say them: "TP-Link Archer C7 v5 / Archer C7 v4"."""
+    names = []
+    for title in titles or []:
+        if not isinstance(title, dict):
+            continue
+        if title.get("title"):
+            names.append(str(title["title"]))
+        else:
+            parts = (title.get(key) for key in ("vendor", "model", "variant"))
+            names.append(" ".join(str(part) for part in parts if part))
+    return " / ".join(name for name in names if name)
+
+
+def image_defaults(default_packages: list | None, device_packages: list | None) -> list[str]:
+    """The packages a profile's image has unless asked otherwise, sorted: the target's
+    defaults and the profile's device packages, less the device's `-pkg` removals."""
+    device = device_packages or []
+    base = set(default_packages or []) | {p for p in device if not p.startswith("-")}
+    return sorted(base - {p[1:] for p in device if p.startswith("-")})
+
+
 def profile_name_key(name: str) -> str:
     """A profile id or board name as `ProfileName` stores it: "tplink,archer-c7-v5" and
     "tplink_archer-c7-v5" are the same device."""
@@ -127,11 +150,21 @@ class ProfileQuerySet(models.QuerySet):
         candidates = list(self.filter(names__name=key).order_by("name")[:8])
         return min(candidates, key=lambda profile: profile.name != key, default=None)
 
+    def titled(self, search: str) -> "ProfileQuerySet":
+        """Profiles whose device title or id holds every word of `search`, in any case.
+        On PostgreSQL trigram indexes on both serve each word (migration 0004)."""
+        profiles = self
+        for word in search.split():
+            profiles = profiles.filter(Q(title__icontains=word) | Q(name__icontains=word))
+        return profiles
+
 
 class Profile(models.Model):
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="profiles")
     name = models.CharField(max_length=128)  # "tplink_archer-c7-v5"
     titles = models.JSONField(default=list, blank=True)
+    # `device_title(titles)`, kept for the device search.
+    title = models.CharField(max_length=255, blank=True)
     device_packages = models.JSONField(default=list, blank=True)
     supported_devices = models.JSONField(default=list, blank=True)
     image_prefix = models.CharField(max_length=255, blank=True)
@@ -149,6 +182,11 @@ class Profile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.target} {self.name}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The sync writes in bulk and sets the title itself; this covers single rows.
+        self.title = device_title(self.titles)[:255]
+        super().save(*args, **kwargs)
 
     def as_profiles_json(self) -> dict:
         """The profile's entry as profiles.json has it."""

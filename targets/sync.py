@@ -29,6 +29,7 @@ from targets.models import (
     ProfileName,
     Target,
     Version,
+    device_title,
     newest_first,
     profile_name_key,
 )
@@ -366,6 +367,7 @@ def save_profiles(target: Target, profiles: dict[str, dict]) -> None:
             target=target,
             name=profile_id,
             titles=entry.get("titles", []),
+            title=device_title(entry.get("titles"))[:255],
             device_packages=entry.get("device_packages", []),
             supported_devices=entry.get("supported_devices", []),
             image_prefix=str(entry.get("image_prefix") or ""),
@@ -381,6 +383,7 @@ def save_profiles(target: Target, profiles: dict[str, dict]) -> None:
         unique_fields=["target", "name"],
         update_fields=[
             "titles",
+            "title",
             "device_packages",
             "supported_devices",
             "image_prefix",

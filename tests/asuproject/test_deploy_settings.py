@@ -68,3 +68,11 @@ def test_a_malformed_proxy_header_stops_start_up(production, tmp_path):
     )
     assert run.returncode != 0
     assert "SECURE_PROXY_SSL_HEADER must be an HTTP header name" in run.stderr
+
+
+def test_a_firmware_selector_url_that_is_not_http_stops_start_up(production, tmp_path):
+    run = check_deploy({**production, "ASU_FIRMWARE_SELECTOR_URL": "file:///srv/ofs"}, tmp_path)
+    assert run.returncode != 0
+    assert "ASU_FIRMWARE_SELECTOR_URL must be a URL starting with http:// or https://" in (
+        run.stderr
+    )

@@ -6,8 +6,8 @@ import pytest
 from django.utils import timezone
 
 from builds.models import Build
-from builds.pages import PAGE_SIZE, device_title
-from targets.models import Branch, Profile, Target, Version
+from builds.pages import PAGE_SIZE
+from targets.models import Branch, Profile, Target, Version, device_title
 from tests.builds.catalogue import make_build
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +45,7 @@ def test_home_says_what_the_server_is_and_links_the_api(client):
     assert response.status_code == 200
     html = response.content.decode()
     assert "Attended Sysupgrade" in html
-    assert "owut" in html and "auc" in html and "Firmware Selector" in html
+    assert "owut" in html and "auc" in html
     assert 'href="/json/v1/overview.json"' in html
     assert 'href="/api/v1/stats"' in html
     assert 'href="/builds/"' in html
@@ -425,3 +425,247 @@ def test_device_title_joins_vendor_model_and_variant():
 
     assert device_title(titles) == "TP-Link Archer C7 v5 / Generic x86/64"
     assert device_title(None) == ""
+
+
+# Latest images, links and limits on the home page
+
+
+def test_home_latest_images_are_distinct_devices_with_their_titles(client):
+    archer = {"titles": [{"vendor": "TP-Link", "model": "Archer C7", "variant": "v5"}]}
+    newest = make_build(result=archer, enqueued_at=timezone.now())
+    make_build(result=archer, enqueued_at=timezone.now() - timedelta(minutes=1))
+    other = make_build(profile="8dev_carambola2", enqueued_at=timezone.now() - timedelta(hours=1))
+    older_version = make_build(
+        version="23.05.5", result=archer, enqueued_at=timezone.now() - timedelta(hours=2)
+    )
+    make_build(status=Build.Status.FAILED, profile="failed_one")
+
+    response = client.get("/")
+
+    latest = response.context["latest"]
+    assert [row["request_hash"] for row in latest] == [
+        newest.request_hash,
+        other.request_hash,
+        older_version.request_hash,
+    ]
+    assert latest[0]["title"] == "TP-Link Archer C7 v5"
+    assert latest[1]["title"] == "8dev_carambola2"  # no titles recorded: the profile id
+    html = response.content.decode()
+    assert f'href="/builds/{newest.request_hash}/">TP-Link Archer C7 v5</a>' in html
+    assert "OpenWrt 23.05.5 · ath79/generic" in html
+    assert "failed_one" not in html
+
+
+def test_links_point_at_this_server(client, settings):
+    settings.ASU_UPSTREAM_URL = "file:///srv/mirror"
+    settings.ASU_FIRMWARE_SELECTOR_URL = ""
+
+    html = client.get("/").content.decode()
+
+    assert 'href="/api/docs/">API</a>' in html
+    assert "file://" not in html
+    assert "/srv/mirror" not in html
+    assert "Firmware Selector" not in html
+
+
+def test_the_firmware_selector_and_an_http_upstream_are_linked_when_set(client, settings):
+    settings.ASU_UPSTREAM_URL = "https://mirror.example.org"
+    settings.ASU_FIRMWARE_SELECTOR_URL = "https://selector.example.org/"
+
+    html = client.get("/").content.decode()
+
+    assert '<a href="https://mirror.example.org">' in html
+    assert '<a href="https://selector.example.org/">Firmware Selector</a>' in html
+
+
+def test_home_shows_the_servers_limits(client, settings):
+    settings.ASU_ALLOW_DEFAULTS = False
+    settings.ASU_MAX_ROOTFS_SIZE_MB = 512
+
+    html = " ".join(client.get("/").content.decode().split())
+
+    assert "First-boot script (<code>defaults</code>)</dt><dd>not accepted" in html
+    assert "<dd>512 MB</dd>" in html
+    assert "<dd>1 day (snapshot images until 00:00 UTC)</dd>" in html
+
+    settings.ASU_ALLOW_DEFAULTS = True
+    settings.ASU_MAX_DEFAULTS_LENGTH = 20480
+    html = " ".join(client.get("/").content.decode().split())
+
+    assert "accepted, up to 20.0 KB" in html
+
+
+# The device page
+
+
+@pytest.fixture
+def archers(catalogue) -> dict:
+    """Archer C7 v2 and v5 in 24.10.1, v5 also in 24.10-SNAPSHOT and in the disabled 22.03."""
+    target = catalogue["target"]
+    target.default_packages = ["base-files", "dropbear", "ppp", "ppp-mod-pppoe"]
+    target.save()
+    Profile.objects.filter(name="tplink_archer-c7-v5").update(
+        device_packages=["kmod-ath10k-ct", "-ppp-mod-pppoe"]
+    )
+    Profile.objects.create(
+        target=target,
+        name="tplink_archer-c7-v2",
+        titles=[{"vendor": "TP-Link", "model": "Archer C7", "variant": "v2"}],
+    )
+    for name in ("24.10-SNAPSHOT", "22.03.7"):
+        other = Target.objects.get_or_create(
+            version=Version.objects.get(name=name), name="ath79/generic", arch_packages="mips_24kc"
+        )[0]
+        Profile.objects.create(
+            target=other,
+            name="tplink_archer-c7-v5",
+            titles=[{"vendor": "TP-Link", "model": "Archer C7", "variant": "v5"}],
+        )
+    return catalogue
+
+
+DEVICE = "/targets/24.10.1/ath79/generic/tplink_archer-c7-v5/"
+
+
+def test_device_page_offers_the_enabled_versions_and_their_default_packages(client, archers):
+    response = client.get(DEVICE)
+
+    assert response.status_code == 200
+    assert response.context["title"] == "TP-Link Archer C7 v5"
+    assert response.context["versions"] == ["24.10.1", "24.10-SNAPSHOT"]
+    # The target's defaults and the device's packages, less the device's removals.
+    assert response.context["defaults"]["24.10.1"] == [
+        "base-files",
+        "dropbear",
+        "kmod-ath10k-ct",
+        "ppp",
+    ]
+    html = response.content.decode()
+    assert 'data-client="asu-web/1"' in html
+    assert 'data-api="/api/v1/build"' in html
+    assert 'id="device-defaults"' in html
+    assert "<noscript>" in html
+
+
+def test_device_page_links_the_configured_firmware_selector(client, archers, settings):
+    settings.ASU_FIRMWARE_SELECTOR_URL = ""
+    assert "Firmware Selector" not in client.get(DEVICE).content.decode()
+
+    settings.ASU_FIRMWARE_SELECTOR_URL = "https://selector.example.org/"
+    html = client.get(DEVICE).content.decode()
+
+    assert (
+        'href="https://selector.example.org/?version=24.10.1&amp;target=ath79%2Fgeneric'
+        '&amp;id=tplink_archer-c7-v5"' in html
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/targets/24.10.1/ath79/generic/no-such-device/",
+        "/targets/22.03.7/ath79/generic/tplink_archer-c7-v5/",  # disabled branch
+        "/targets/24.10.1/x86/64/tplink_archer-c7-v5/",
+    ],
+)
+def test_device_page_404s_for_devices_not_served(client, archers, path):
+    assert client.get(path).status_code == 404
+
+
+def test_device_page_costs_one_query(client, archers, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        client.get(DEVICE)
+
+
+def test_profile_list_links_each_profile_to_its_device_page(client, catalogue):
+    html = client.get("/targets/24.10.1/ath79/generic/").content.decode()
+
+    assert f'href="{DEVICE}"' in html
+
+
+# Search
+
+
+def test_search_finds_devices_by_words_of_their_title(client, archers):
+    response = client.get("/search/?q=archer+C7")
+
+    devices = response.context["devices"]
+    assert [(d["profile"], d["versions"]) for d in devices] == [
+        ("tplink_archer-c7-v2", ["24.10.1"]),
+        ("tplink_archer-c7-v5", ["24.10.1", "24.10-SNAPSHOT"]),
+    ]
+    assert devices[1]["url"] == DEVICE
+    assert response.context["builds"] == []
+
+
+def test_search_finds_a_device_by_its_profile_id(client, archers):
+    response = client.get("/search/?q=carambola2")
+
+    assert [d["title"] for d in response.context["devices"]] == ["Carambola2"]
+
+
+def test_search_finds_builds_by_a_hash_prefix_of_six_or_more(client, archers):
+    build = make_build()
+    twin = make_build(request_hash=build.request_hash[:6] + "0" * 58)
+
+    response = client.get(f"/search/?q={build.request_hash[:6].upper()}")
+
+    assert {b.pk for b in response.context["builds"]} == {build.pk, twin.pk}
+    assert client.get(f"/search/?q={build.request_hash[:5]}").context["builds"] == []
+
+
+def test_search_opens_the_one_build_a_hash_prefix_names(client, archers):
+    build = make_build()
+
+    response = client.get(f"/search/?q={build.request_hash[:10]}")
+
+    assert response.status_code == 302
+    assert response["Location"] == f"/builds/{build.request_hash}/"
+
+
+def test_search_says_when_nothing_matches(client, archers):
+    response = client.get("/search/?q=no+such+router")
+
+    assert response.context["devices"] == []
+    assert "No device's name or profile holds every word" in response.content.decode()
+
+
+def test_search_costs_two_queries(client, archers, django_assert_num_queries):
+    make_build()
+    with django_assert_num_queries(2):
+        client.get("/search/?q=abcdef")
+    with django_assert_num_queries(1):
+        client.get("/search/?q=archer")
+
+
+def test_build_list_search_finds_a_requested_package_of_a_failed_build(client):
+    make_build(
+        client="asked", status=Build.Status.FAILED, packages=["-ppp", "surely-not-a-package"]
+    )
+    make_build(client="other", packages=["surely-not-a-package-either"])
+
+    response = client.get("/builds/?q=surely-not-a-package")
+
+    assert [b.client for b in response.context["page"].object_list] == ["asked"]
+
+
+# Following a build
+
+
+def test_a_queued_build_page_follows_its_build(client):
+    build = make_build(status=Build.Status.QUEUED, sent_at=timezone.now())
+
+    html = client.get(f"/builds/{build.request_hash}/").content.decode()
+
+    assert f'data-follow="/api/v1/build/{build.request_hash}"' in html
+    assert "builds/build.js" in html
+    assert "Reload this page to follow it." in html  # what a browser without JS shows
+
+
+def test_a_finished_build_page_does_not_poll(client):
+    build = make_build()
+
+    html = client.get(f"/builds/{build.request_hash}/").content.decode()
+
+    assert "data-follow" not in html
+    assert "builds/build.js" not in html

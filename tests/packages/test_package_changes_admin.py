@@ -280,3 +280,20 @@ def test_the_package_indexes_can_be_browsed_and_searched_but_not_edited(reviewer
     assert reviewer.get(f"/admin/packages/package/{package.pk}/change/").status_code == 200
     assert reviewer.get("/admin/packages/package/add/").status_code == 403
     assert reviewer.get("/admin/packages/packageindex/add/").status_code == 403
+
+
+def test_the_rules_list_has_three_columns_saying_how_each_rule_is_used(admin_client):
+    from django.contrib import admin
+
+    from packages.models import PackageChange
+
+    response = admin_client.get("/admin/packages/packagechange/")
+
+    assert response.context["cl"].list_display == ["action_checkbox", "__str__", "used", "order"]
+    used = admin.site._registry[PackageChange].used
+    assert used(PackageChange(apply_on_build=True, publish=True, mandatory=True)) == (
+        "builds, published, mandatory"
+    )
+    assert used(PackageChange(apply_on_build=False, publish=True)) == "published"
+    assert used(PackageChange(enabled=False, apply_on_build=True)) == "disabled"
+    assert "builds, published" in response.content.decode()

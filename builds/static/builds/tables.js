@@ -3,11 +3,13 @@
 (function () {
   "use strict";
 
+  var collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
   function rowsOf(table) {
     return Array.prototype.slice.call(table.tBodies[0].rows);
   }
 
-  document.querySelectorAll("input[data-filter-table]").forEach(function (input) {
+  function setUpFilter(input) {
     var table = document.getElementById(input.dataset.filterTable);
     var counter = document.getElementById(input.dataset.filterCount);
     if (!table) return;
@@ -30,11 +32,9 @@
     }
     input.addEventListener("input", apply);
     apply();  // the browser may restore a typed value on back navigation
-  });
+  }
 
-  var collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
-
-  document.querySelectorAll("table[data-sortable]").forEach(function (table) {
+  function setUpSorting(table) {
     var headers = table.tHead.rows[0].cells;
     Array.prototype.forEach.call(headers, function (th, column) {
       if (!th.dataset.sort) return;
@@ -59,5 +59,14 @@
         rows.forEach(function (row) { body.appendChild(row); });
       });
     });
-  });
+  }
+
+  // build.js calls it again on the content it swaps in.
+  window.asuTables = {
+    init: function (root) {
+      root.querySelectorAll("input[data-filter-table]").forEach(setUpFilter);
+      root.querySelectorAll("table[data-sortable]").forEach(setUpSorting);
+    }
+  };
+  window.asuTables.init(document);
 })();
