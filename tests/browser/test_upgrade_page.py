@@ -40,7 +40,7 @@ def test_paste_board_and_installed_list_and_see_the_check(live_server, page, ups
     page.goto(live_server.url + "/upgrade/")
     page.fill("#u-board", board)
     page.fill("#u-installed", installed)
-    page.click("button[type=submit]")
+    page.click("form.upgrade-form button[type=submit]")
 
     verdict = page.locator("#upgrade-verdict")
     assert "would change" in verdict.inner_text()
@@ -62,5 +62,5 @@ def test_a_paste_that_is_not_board_output_says_what_to_paste(live_server, page, 
     page.goto(live_server.url + "/upgrade/")
     page.fill("#u-board", "not json")
     page.fill("#u-installed", "dnsmasq - 2.90-r4")
-    page.click("button[type=submit]")
+    page.click("form.upgrade-form button[type=submit]")
     assert "ubus call system board" in page.locator("[role=alert]").inner_text()
