@@ -22,8 +22,10 @@ from django.http import (
     FileResponse,
     HttpRequest,
     HttpResponse,
+    HttpResponseRedirect,
     StreamingHttpResponse,
 )
+from django.utils.encoding import iri_to_uri
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 
@@ -51,6 +53,8 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
     size = _size(storage, path) if path else None
     if size is None:
         return error_response(404, f"no such file in the store: {name}")
+    if location := redirect_location(storage, path):
+        return HttpResponseRedirect(location)
 
     headers = {
         "Accept-Ranges": "bytes",
@@ -81,6 +85,25 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
             "Content-Range": f"bytes {start}-{end}/{size}",
         },
     )
+
+
+def redirect_location(storage: Storage, name: str) -> str | None:
+    """Where a download of `name` is sent instead of streamed: below ASU_STORE_PUBLIC_URL
+    (a CDN) when set, else to the object itself in a bucket unless ASU_STORE_SERVE is
+    "stream"; None to stream it from here."""
+    if settings.ASU_STORE_PUBLIC_URL:
+        return f"{settings.ASU_STORE_PUBLIC_URL}/{iri_to_uri(name)}"
+    if settings.ASU_STORE_SERVE == "redirect" and not _is_local(storage):
+        return storage.url(name)  # a signed URL unless the bucket is public
+    return None
+
+
+def _is_local(storage: Storage) -> bool:
+    try:
+        storage.path("")
+    except NotImplementedError:
+        return False
+    return True
 
 
 def store_path(name: str) -> str | None:

@@ -4,13 +4,14 @@ old builds."""
 import logging
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import celeryd_after_setup, worker_init
 from django.utils import timezone
 
 from builds import reconcile, retention
 from builds.director import BuildDirector
 from builds.imagebuilder import remove_stale_working_copies
 from builds.make import sandbox
+from builds.queue import worker_queues
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,16 @@ def _prepare_worker(**kwargs) -> None:
     # Logged once when the worker starts; the forked pool processes inherit the answer.
     sandbox()
     remove_stale_working_copies(retention.lost_after())
+
+
+@celeryd_after_setup.connect
+def _serve_routed_queues(sender: str, instance, **kwargs) -> None:
+    # Besides the default queue (or those given with --queues): the build queues of the
+    # targets and architectures in ASU_WORKER_QUEUES.
+    for queue in worker_queues():
+        instance.app.amqp.queues.select_add(queue)
+    if worker_queues():
+        log.info("Serving the build queues %s", ", ".join(worker_queues()))
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

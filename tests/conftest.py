@@ -127,7 +127,7 @@ def start_worker(settings, seeded_data) -> Iterator[Callable[..., subprocess.Pop
             "ASU_UPSTREAM_URL": settings.ASU_UPSTREAM_URL,
             "ASU_UPSTREAM_KEYS": str(settings.ASU_UPSTREAM_KEYS or ""),
             "ASU_CACHE_DIR": str(settings.ASU_CACHE_DIR),
-            "ASU_STORE_DIR": str(settings.STORAGES["default"]["OPTIONS"]["location"]),
+            "ASU_STORE_DIR": str(settings.STORAGES["default"]["OPTIONS"].get("location", "")),
             "ASU_BUILD_TIMEOUT": str(settings.ASU_BUILD_TIMEOUT),
             "ASU_ALLOW_DEFAULTS": str(settings.ASU_ALLOW_DEFAULTS),
             "ASU_REPOSITORY_ALLOW_LIST": " ".join(settings.ASU_REPOSITORY_ALLOW_LIST),
