@@ -6,6 +6,7 @@ one byte range, and never reach outside the store: names with `..`, hidden or em
 segments, absolute paths and symlinks leading out of the store folder are all 404.
 """
 
+import logging
 import os
 import posixpath
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import filelock
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
@@ -31,6 +33,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from asuproject.api_errors import error_response
 from builds.errors import BuildError
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
@@ -50,10 +54,20 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
         return response
     storage = default_storage
     path = store_path(name)
-    size = _size(storage, path) if path else None
+    try:
+        size = _size(storage, path) if path else None
+        location = redirect_location(storage, path) if size is not None else None
+    except (OSError, BotoCoreError, ClientError) as exc:
+        log.warning("The store is unavailable: %s", exc)
+        response = error_response(
+            503, "Temporarily unavailable: the image store is unavailable. Please try again "
+            "in a moment", "Service Unavailable"
+        )  # fmt: skip
+        response["Retry-After"] = "30"
+        return response
     if size is None:
         return error_response(404, f"no such file in the store: {name}")
-    if location := redirect_location(storage, path):
+    if location:
         return HttpResponseRedirect(location)
 
     headers = {
@@ -165,8 +179,13 @@ def _size(storage: Storage, name: str) -> int | None:
             return None
     try:
         return storage.size(name)
-    except (OSError, SuspiciousFileOperation):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, SuspiciousFileOperation):
         return None
+    except ClientError as exc:
+        # A bucket without list permission answers 403 for a missing object.
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (403, 404):
+            return None
+        raise
 
 
 def _read(file: IO[bytes], start: int, length: int) -> Iterator[bytes]:

@@ -2,6 +2,7 @@
 old builds."""
 
 import logging
+import time
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_init
@@ -42,7 +43,9 @@ def build(self, pk: int) -> str:
     director = BuildDirector.claim(pk, task_id=self.request.id or "", redelivered=redelivered)
     if director is None:
         return "skipped"
-    return director.run()
+    outcome = director.run()
+    retention.trim_local_cache(time.time())
+    return outcome
 
 
 @shared_task

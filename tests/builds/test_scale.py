@@ -21,6 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
+from botocore.config import Config
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
@@ -242,6 +243,24 @@ def test_store_answers_stream_or_redirect_to_a_public_base_when_asked(
     assert client.get("/store/abc123/missing.bin").status_code == 404
 
 
+def test_store_answers_503_while_the_bucket_is_unreachable(settings, s3_store, client, db):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    unreachable = store_storage(s3_store["ASU_STORE_URL"], "")
+    unreachable["OPTIONS"] |= {
+        "endpoint_url": f"http://127.0.0.1:{closed}",
+        "client_config": Config(retries={"max_attempts": 1}, connect_timeout=2),
+    }
+    settings.STORAGES = {**settings.STORAGES, "default": unreachable}
+
+    answer = client.get("/store/abc123/image.img.gz")
+
+    assert answer.status_code == 503
+    assert answer["Retry-After"] == "30"
+    assert "image store is unavailable" in answer.json()["detail"]
+
+
 def test_retention_deletes_the_objects_of_expired_builds(settings, s3_store, db):
     gone = queue_build(bin_dir="old1")
     kept = queue_build(bin_dir="new1")
@@ -260,9 +279,9 @@ def test_retention_deletes_the_objects_of_expired_builds(settings, s3_store, db)
 @pytest.mark.django_db
 def test_builds_go_to_the_queue_of_their_target_or_architecture(settings):
     version = Version.objects.create(
-        branch=Branch.objects.get_or_create(
-            name="24.10", defaults={"path": "releases/{version}"}
-        )[0],
+        branch=Branch.objects.get_or_create(name="24.10", defaults={"path": "releases/{version}"})[
+            0
+        ],
         name="24.10.1",
     )
     Target.objects.create(version=version, name="ath79/generic", arch_packages="mips_24kc")
