@@ -399,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         f"build target {BUILD_TARGET} ({BUILD_PROFILE}), stand-in ImageBuilder",
         f"- load average (1 min) before the run: {load_before:.1f} (above 0.5: other work "
         "shared the cores, and the throughput figures are low; CPU per request is less affected)",
-        f"- command: `python -m bench{' --quick' if opts.quick else ''}`, "
+        f"- command: `python -m bench{' --quick' if opts.quick else ''}"
+        f"{' --only ' + opts.only if opts.only else ''}`, "
         f"{time.monotonic() - started:.0f} s in all",
     ]
     write_results(figures, setting)

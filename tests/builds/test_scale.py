@@ -24,14 +24,20 @@ import requests
 from botocore.config import Config
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_celery_results.models import TaskResult
 
+from asuproject.celery import app as celery_app
 from asuproject.storage import store_storage
 from builds import retention
 from builds.models import Build, Step
 from builds.queue import build_queue, routed_queue
 from builds.store import store_files
+from builds.tasks import build
 from targets.models import Branch, Target, Version
+from tests.builds.catalogue import fresh_start, make_catalogue
 from tests.builds.test_build_task import queue_build
 from tests.builds.test_worker_faults import queue_sent, wait_until
 
@@ -179,6 +185,9 @@ def test_two_workers_build_into_the_bucket_while_clients_download(
     assert second.status == "done", second.detail
     assert download(client, second)
 
+    # The result backend's one row per build (the README's count of writes).
+    for row in (first, second):
+        assert TaskResult.objects.filter(task_id=row.task_id, status="SUCCESS").count() == 1
     # Each worker built its own target, with its own ImageBuilder cache ...
     assert f"Build {first.pk} done" in log_of(tmp_path, 0)
     assert f"Build {second.pk} done" in log_of(tmp_path, 1)
@@ -293,3 +302,43 @@ def test_builds_go_to_the_queue_of_their_target_or_architecture(settings):
     assert build_queue("24.10.1", "x86/64") == routed_queue("x86/64") == f"{base}.x86-64"
     assert build_queue("24.10.1", "ath79/generic") == f"{base}.mips_24kc"
     assert build_queue("24.10.1", "mediatek/filogic") == base  # not listed
+
+
+def writes(queries: CaptureQueriesContext) -> list[str]:
+    """The INSERT, UPDATE and DELETE statements, as "UPDATE builds_build"."""
+    found = []
+    for query in queries.captured_queries:
+        words = query["sql"].replace('"', "").split()
+        if words[0] in ("INSERT", "UPDATE", "DELETE"):
+            found.append(f"{words[0]} {words[2] if words[0] != 'UPDATE' else words[1]}")
+    return found
+
+
+def test_a_build_costs_the_writes_and_messages_the_readme_counts(upstream, db, client, monkeypatch):
+    """The numbers of the README's "Scaling" section: database writes and broker
+    messages of a new build, in the web process and in the worker."""
+    fresh_start()
+    make_catalogue()
+    messages = []
+    monkeypatch.setattr(celery_app, "send_task", lambda *a, **kw: messages.append(kw["queue"]))
+    with CaptureQueriesContext(connection) as web:
+        answer = client.post(
+            "/api/v1/build",
+            {"version": "24.10.1", "target": "ath79/generic", "profile": "tplink_archer-c7-v5"},
+            content_type="application/json",
+        )
+    assert answer.status_code == 202, answer.content
+    # The row, and its "sent" mark; one task message.
+    assert writes(web) == ["INSERT builds_build", "UPDATE builds_build"]
+    assert messages == [celery_app.conf.task_default_queue]
+
+    row = Build.objects.get(request_hash=answer.json()["request_hash"])
+    with CaptureQueriesContext(connection) as cold:
+        build.apply(args=[row.pk], task_id=row.task_id)
+    warm_row = queue_build(packages=["htop"])
+    with CaptureQueriesContext(connection) as warm:
+        build.apply(args=[warm_row.pk])
+    assert Build.objects.filter(status="done").count() == 2
+    # The claim, one per step clients see (download and unpack only when cold), the result.
+    assert writes(cold) == ["UPDATE builds_build"] * 9
+    assert writes(warm) == ["UPDATE builds_build"] * 7
