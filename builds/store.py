@@ -56,7 +56,7 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
     path = store_path(name)
     try:
         size = _size(storage, path) if path else None
-        location = redirect_location(storage, path) if size is not None else None
+        location = redirect_location(storage, path, request.method) if size is not None else None
     except (OSError, BotoCoreError, ClientError) as exc:
         log.warning("The store is unavailable: %s", exc)
         response = error_response(
@@ -101,14 +101,15 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
     )
 
 
-def redirect_location(storage: Storage, name: str) -> str | None:
+def redirect_location(storage: Storage, name: str, method: str = "GET") -> str | None:
     """Where a download of `name` is sent instead of streamed: below ASU_STORE_PUBLIC_URL
     (a CDN) when set, else to the object itself in a bucket unless ASU_STORE_SERVE is
     "stream"; None to stream it from here."""
     if settings.ASU_STORE_PUBLIC_URL:
         return f"{settings.ASU_STORE_PUBLIC_URL}/{iri_to_uri(name)}"
     if settings.ASU_STORE_SERVE == "redirect" and not _is_local(storage):
-        return storage.url(name)  # a signed URL unless the bucket is public
+        # A signed URL is signed for one method: a HEAD follows with HEAD.
+        return storage.url(name, http_method=method)
     return None
 
 

@@ -38,6 +38,7 @@ from builds.store import store_files
 from builds.tasks import build
 from targets.models import Branch, Target, Version
 from tests.builds.catalogue import fresh_start, make_catalogue
+from tests.builds.test_broker_outage import broker  # noqa: F401 (a fixture)
 from tests.builds.test_build_task import queue_build
 from tests.builds.test_worker_faults import queue_sent, wait_until
 
@@ -143,6 +144,14 @@ def download(client, build: Build) -> dict[str, bytes]:
         assert got.headers["Content-Disposition"].startswith("attachment")
         assert hashlib.sha256(got.content).hexdigest() == image["sha256"]
         files[image["name"]] = got.content
+        # auc resumes with a range, which the object answers too.
+        part = requests.get(answer["Location"], headers={"Range": "bytes=1-4"}, timeout=30)
+        assert (part.status_code, part.content) == (206, got.content[1:5])
+        head = client.head(f"/store/{build.bin_dir}/{image['name']}")
+        assert head.status_code == 302
+        followed = requests.head(head["Location"], timeout=30)
+        assert followed.status_code == 200
+        assert followed.headers["Content-Length"] == str(len(got.content))
     return files
 
 
@@ -338,7 +347,9 @@ def test_a_build_costs_the_writes_and_messages_the_readme_counts(upstream, db, c
     warm_row = queue_build(packages=["htop"])
     with CaptureQueriesContext(connection) as warm:
         build.apply(args=[warm_row.pk])
-    assert Build.objects.filter(status="done").count() == 2
+    for done in (row, warm_row):
+        done.refresh_from_db()
+        assert done.status == "done", done.detail
     # The claim, one per step clients see (download and unpack only when cold), the result.
     assert writes(cold) == ["UPDATE builds_build"] * 9
     assert writes(warm) == ["UPDATE builds_build"] * 7
