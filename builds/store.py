@@ -1,5 +1,8 @@
 """The store of built files: GET and HEAD /store/<bin_dir>/<file>, read through Django's
-storage API, and the functions a worker writes and deletes a build folder with.
+storage API (a local folder, or an S3-compatible bucket: see asuproject/storage.py), and the
+functions a worker writes and deletes a build folder with. Files in a bucket, or behind
+ASU_STORE_PUBLIC_URL, are answered with a redirect there; the rest below holds for files
+served from here.
 
 Answers carry an exact Content-Length (clients check it, auc resumes with Range), support
 one byte range, and never reach outside the store: names with `..`, hidden or empty
@@ -32,6 +35,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 
 from asuproject.api_errors import error_response
+from builds.answers import RETRY_AFTER
 from builds.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -59,12 +63,7 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
         location = redirect_location(storage, path, request.method) if size is not None else None
     except (OSError, BotoCoreError, ClientError) as exc:
         log.warning("The store is unavailable: %s", exc)
-        response = error_response(
-            503, "Temporarily unavailable: the image store is unavailable. Please try again "
-            "in a moment", "Service Unavailable"
-        )  # fmt: skip
-        response["Retry-After"] = "30"
-        return response
+        return _unavailable()
     if size is None:
         return error_response(404, f"no such file in the store: {name}")
     if location:
@@ -99,6 +98,17 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
             "Content-Range": f"bytes {start}-{end}/{size}",
         },
     )
+
+
+def _unavailable() -> HttpResponse:
+    """503: the store (a bucket, usually) cannot be read; the download can be repeated."""
+    response = error_response(
+        503,
+        "Temporarily unavailable: the image store is unavailable. Please try again in a moment",
+        "Service Unavailable",
+    )
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def redirect_location(storage: Storage, name: str, method: str = "GET") -> str | None:
