@@ -21,9 +21,11 @@ from asuproject.lib.env import (
     env_header,
     env_int,
     env_list,
+    env_optional_url,
     env_str,
     env_url,
 )
+from asuproject.storage import store_storage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ASU_VAR_DIR", str(BASE_DIR / "var"))).resolve()
@@ -159,10 +161,10 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start without it
 STORAGES = {
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": env_str("ASU_STORE_DIR", str(VAR_DIR / "store"))},
-    },
+    # Built images: a local folder by default, or an S3-compatible bucket.
+    "default": store_storage(
+        env_str("ASU_STORE_URL").strip(), env_str("ASU_STORE_DIR", str(VAR_DIR / "store"))
+    ),
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # `make run` works without collectstatic
@@ -223,6 +225,11 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Several servers (or test runs) can share one broker by naming their own queue.
 CELERY_TASK_DEFAULT_QUEUE = env_str("ASU_CELERY_QUEUE", "asu")
+# Targets ("ath79/generic") or architectures ("mips_24kc") with a build queue of their own
+# ("asu.ath79-generic", "asu.mips_24kc"), so that the workers serving it keep their
+# ImageBuilders warm. The web sends to these queues; a worker serves the listed ones besides
+# the default queue. Empty: one queue for every build.
+ASU_WORKER_QUEUES = env_list("ASU_WORKER_QUEUES")
 
 # The OpenWrt side.
 ASU_UPSTREAM_URL = env_url(
@@ -233,7 +240,11 @@ if ASU_UPSTREAM_KEYS and not Path(ASU_UPSTREAM_KEYS).is_dir():
     raise ImproperlyConfigured(f"ASU_UPSTREAM_KEYS is not a folder: {ASU_UPSTREAM_KEYS}")
 ASU_HOST = env_str("ASU_HOST", "127.0.0.1")
 ASU_PORT = env_int("ASU_PORT", 8000, minimum=1)
-ASU_STORE_DIR = Path(STORAGES["default"]["OPTIONS"]["location"]).resolve()
+ASU_STORE_DIR = Path(env_str("ASU_STORE_DIR", str(VAR_DIR / "store"))).resolve()
+# /store/ answers 302 to this base URL (a CDN in front of the bucket or folder) ...
+ASU_STORE_PUBLIC_URL = env_optional_url("ASU_STORE_PUBLIC_URL", ("http", "https"))
+# ... or, for a bucket, to the object itself ("redirect"), or streams it ("stream").
+ASU_STORE_SERVE = env_choice("ASU_STORE_SERVE", "redirect", ("redirect", "stream"))
 ASU_CACHE_DIR = Path(env_str("ASU_CACHE_DIR", str(VAR_DIR / "cache"))).resolve()
 ASU_ALLOW_DEFAULTS = env_bool("ASU_ALLOW_DEFAULTS", False)
 ASU_MAX_DEFAULTS_LENGTH = env_int("ASU_MAX_DEFAULTS_LENGTH", 20480, minimum=0)

@@ -91,6 +91,7 @@ class Server:
         self.url = f"http://{env['ASU_HOST']}:{env['ASU_PORT']}"
         self.web: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
+        self.more_workers: list[subprocess.Popen] = []
 
     def manage(self, *args: str, timeout: float = 600) -> str:
         result = subprocess.run(
@@ -125,25 +126,38 @@ class Server:
         raise RuntimeError("gunicorn did not answer within 60 s")
 
     def start_worker(self) -> None:
-        self.worker, log_path = self._spawn("worker")
+        self.worker = self._start_worker("worker")
+
+    def add_worker(self, cache_dir: Path) -> None:
+        """One more worker of the Procfile's kind, with an ImageBuilder cache of its own,
+        as on another host."""
+        name = f"worker-{len(self.more_workers) + 2}"
+        self.more_workers.append(self._start_worker(name, {"ASU_CACHE_DIR": str(cache_dir)}))
+
+    def _start_worker(self, name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        worker, log_path = self._spawn("worker", name, env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.worker.poll() is not None:
+            if worker.poll() is not None:
                 raise RuntimeError(f"celery worker exited:\n{log_path.read_text()[-4000:]}")
             if "ready." in log_path.read_text():
-                return
+                return worker
             time.sleep(0.2)
         raise RuntimeError("celery worker not ready within 60 s")
 
-    def _spawn(self, process: str) -> tuple[subprocess.Popen, Path]:
-        """Start the Procfile's `process` line, its output in logs/<process>.log."""
+    def _spawn(
+        self, process: str, name: str = "", env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen, Path]:
+        """Start the Procfile's `process` line with `env` added, its output in
+        logs/<name or process>.log."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{process}.log"
+        log_path = self.log_dir / f"{name or process}.log"
         log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
+        env = {**self.env, **(env or {})}
         popen = subprocess.Popen(
-            procfile_command(process, self.env),
+            procfile_command(process, env),
             cwd=ROOT,
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -165,11 +179,12 @@ class Server:
         return {pid: process_cpu_seconds(pid) for pid in pids}
 
     def stop(self) -> None:
-        for process in (self.web, self.worker):
+        processes = (self.web, self.worker, *self.more_workers)
+        for process in processes:
             if process and process.poll() is None:
                 # Each runs in its own session: signal its group, i.e. its own children only.
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in (self.web, self.worker):
+        for process in processes:
             if process:
                 try:
                     process.wait(timeout=30)

@@ -35,6 +35,7 @@ class Options:
     slow_runs: int  # sync and build runs
     seconds: float  # length of one load run
     quick: bool
+    only: str = ""  # "workers": the sync and figure 8 alone
 
 
 def say(text: str) -> None:
@@ -184,6 +185,46 @@ def bench_builds(
             f"in a row {in_row.runs[-1]:.2f} s")  # fmt: skip
     parallel.note = "with test-slow-build: each `make image` sleeps 3 s"
     return [cold, cold_over, warm, make_image, over, queue, ib_other, parallel, in_row, ratio]
+
+
+# -- 8. builds per minute, one worker against two ----------------------------------------
+
+BATCH = 8  # builds of one target sent at once, for one builds-per-minute run
+
+
+def bench_workers(
+    client: Client, server: Server, opts: Options, packages: list[str]
+) -> list[Figure]:
+    """Builds per minute of one target family: the Procfile's worker alone, then with a
+    second worker (a cache of its own, as on a second host) on the same queue."""
+    section = "8. builds per minute, one target"
+    one = Figure(section, "one worker (concurrency 2)", "builds/min")
+    two = Figure(section, "two workers (concurrency 2 each, own caches)", "builds/min")
+    gain = Figure(section, "two workers / one", "ratio")
+    slow = [*packages, "test-slow-build"]  # each `make image` sleeps 3 s, as a build waits
+    sizes = iter(range(600, 1025))  # a new rootfs size makes a new build each time
+
+    def batch() -> float:
+        requests = [build_request(slow, rootfs_size_mb=next(sizes)) for _ in range(BATCH)]
+        start = time.perf_counter()
+        hashes = [client.post_build(request)["request_hash"] for request in requests]
+        for request_hash in hashes:
+            client.wait_done(request_hash)
+        return BATCH * 60 / (time.perf_counter() - start)
+
+    batch()  # warm: the worker's ImageBuilder unpacked, as in the second worker's case
+    for run in range(opts.slow_runs):
+        one.runs.append(batch())
+        say(f"one worker {run + 1}: {one.runs[-1]:.1f} builds/min")
+    server.add_worker(VAR / "server" / "cache-second-worker")
+    batch()  # the second worker's first build unpacks its ImageBuilder: not counted
+    for run in range(opts.slow_runs):
+        two.runs.append(batch())
+        gain.runs.append(two.runs[-1] / one.median)
+        say(f"two workers {run + 1}: {two.runs[-1]:.1f} builds/min")
+    one.note = f"{BATCH} builds of {BUILD_TARGET} sent at once, with test-slow-build (3 s sleep)"
+    two.note = f"{os.cpu_count()} cores shared by both workers, web, database and broker"
+    return [one, two, gain]
 
 
 def queue_seconds(request_hash: str) -> float:
@@ -377,10 +418,13 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true", help="one short run of each figure")
     parser.add_argument("--runs", type=int, help="runs per load figure (default 5; quick 1)")
     parser.add_argument("--seconds", type=float, help="seconds per load run (default 5)")
+    parser.add_argument(
+        "--only", choices=["workers"], default="", help="workers: figure 8 alone (and the sync)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
-        return Options(runs=args.runs or 1, slow_runs=1, seconds=args.seconds or 2, quick=True)
-    return Options(runs=args.runs or 5, slow_runs=3, seconds=args.seconds or 5, quick=False)
+        return Options(1 if args.runs is None else args.runs, 1, args.seconds or 2, True, args.only)
+    return Options(args.runs or 5, 3, args.seconds or 5, False, args.only)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         f"build target {BUILD_TARGET} ({BUILD_PROFILE}), stand-in ImageBuilder",
         f"- load average (1 min) before the run: {load_before:.1f} (above 0.5: other work "
         "shared the cores, and the throughput figures are low; CPU per request is less affected)",
-        f"- command: `python -m bench{' --quick' if opts.quick else ''}`, "
+        f"- command: `python -m bench{' --quick' if opts.quick else ''}"
+        f"{' --only ' + opts.only if opts.only else ''}`, "
         f"{time.monotonic() - started:.0f} s in all",
     ]
     write_results(figures, setting)
@@ -446,7 +491,12 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
         client = Client(server.url)
         packages = installed_packages(catalogue, 150)
         standin = StandIn(catalogue, VAR / "standin")
-        figures += bench_builds(client, opts, packages, standin)
+        if opts.only != "workers":
+            figures += bench_builds(client, opts, packages, standin)
+        figures += bench_workers(client, server, opts, packages)
+        if opts.only == "workers":
+            client.close()
+            return figures, db_kind, broker_kind
 
         # The request every load run repeats: built once, then a cache hit.
         hit = build_request(packages)
@@ -468,7 +518,7 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
 
 def write_results(figures: list[Figure], setting: list[str]) -> None:
     """The table, in section order, to the terminal and to var/bench/results.{md,json}."""
-    order = ["1.", "1b", "2.", "3.", "4.", "5.", "6.", "7."]
+    order = ["1.", "1b", "2.", "3.", "4.", "5.", "6.", "7.", "8."]
     figures.sort(key=lambda f: next(i for i, p in enumerate(order) if f.section.startswith(p)))
     text = "\n".join(["## Results", "", *setting, "", *table(figures)]) + "\n"
     (VAR / "results.md").write_text(text)

@@ -279,8 +279,13 @@ class BuildDirector:
         self.signature = {"signed": bool(signed), "key": key.fingerprint, "images": signed}
 
     def store_files(self) -> None:
+        """Copy the images to the store (a bucket, maybe): every file the answer names is
+        stored before the build is reported done."""
         self.timings.start("store_files")
-        store.store_files(self.bin_dir, self.row.bin_dir)
+        stored = set(store.store_files(self.bin_dir, self.row.bin_dir))
+        missing = [image["name"] for image in self.images if image["name"] not in stored]
+        if missing:
+            raise RuntimeError(f"The store did not take {', '.join(missing)}")
 
     def results(self) -> dict[str, Any]:
         """The fields to record; the result repeats them as clients read it."""

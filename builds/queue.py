@@ -19,6 +19,7 @@ from django.utils import timezone
 from asuproject.celery import app
 from builds.errors import BuildRejected
 from builds.models import Build
+from targets.models import Target
 
 # The columns a status answer needs: these for a queued or running build ...
 STATUS_COLUMNS = (
@@ -211,8 +212,7 @@ def send(build: Build, again: bool = False) -> None:
     if not row.filter(sent_at__isnull=not again).update(sent_at=sent_at):
         build.refresh_from_db(fields=["status", "sent_at"])
         return  # another request sends it, or a worker has it already
-    # The queue is read from the settings now, not when Celery was configured.
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    queue = build_queue(build.version, build.target)
     try:
         # By name, so the web process needs no import of the worker's code.
         app.send_task("builds.tasks.build", args=[build.pk], task_id=build.task_id, queue=queue)
@@ -220,3 +220,32 @@ def send(build: Build, again: bool = False) -> None:
         row.filter(sent_at=sent_at).update(sent_at=None)
         raise QueueUnavailable(f"the build queue is unavailable: {exc}") from exc
     build.sent_at = sent_at
+
+
+def build_queue(version: str, target: str) -> str:
+    """The queue a build of `target` goes to: the queue of its target or architecture
+    when ASU_WORKER_QUEUES lists it, else the default queue (read from the settings now,
+    not when Celery was configured)."""
+    routed = settings.ASU_WORKER_QUEUES
+    if target in routed:
+        return routed_queue(target)
+    if any("/" not in entry for entry in routed):
+        arch = (
+            Target.objects.filter(version__name=version, name=target)
+            .values_list("arch_packages", flat=True)
+            .first()
+        )
+        if arch in routed:
+            return routed_queue(arch)
+    return settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def routed_queue(entry: str) -> str:
+    """The queue of a target ("ath79/generic": "asu.ath79-generic") or an architecture
+    ("mips_24kc": "asu.mips_24kc"), named after the default queue."""
+    return f"{settings.CELERY_TASK_DEFAULT_QUEUE}.{entry.replace('/', '-')}"
+
+
+def worker_queues() -> list[str]:
+    """The queues a worker serves besides the default queue."""
+    return [routed_queue(entry) for entry in settings.ASU_WORKER_QUEUES]

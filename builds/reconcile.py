@@ -9,17 +9,19 @@ worker is gone are failed as the server's fault, which a new request builds agai
 """
 
 import logging
+from collections import defaultdict
 from datetime import datetime, timedelta
 
 import kombu.exceptions
 from celery import states
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from asuproject.celery import app
 from builds.models import Build, Step
-from builds.queue import QueueUnavailable, send
+from builds.queue import QueueUnavailable, build_queue, send
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +62,20 @@ def send_unsent() -> int:
 
 def resend_lost(sent_before: datetime) -> int:
     """Send again the queued builds whose message the broker lost (a restart without its
-    data): while the broker's queue holds fewer messages than builds wait, the oldest
-    waiting builds sent before `sent_before` are sent again."""
-    waiting = Build.objects.queued().count()
-    if not waiting:
-        return 0
-    missing = waiting - broker_queue_length(settings.CELERY_TASK_DEFAULT_QUEUE)
-    if missing <= 0:
-        return 0
-    lost = Build.objects.queued().filter(sent_at__lt=sent_before).order_by("sent_at", "pk")
+    data): while a broker queue holds fewer messages than builds wait for it, the oldest
+    of them sent before `sent_before` are sent again."""
+    queues: dict[str, Q] = defaultdict(Q)
+    for version, target in Build.objects.queued().values_list("version", "target").distinct():
+        queues[build_queue(version, target)] |= Q(version=version, target=target)
     resent = 0
-    for build in lost[:missing]:
-        send(build, again=True)
-        resent += 1
+    for queue, of_queue in queues.items():
+        waiting = Build.objects.queued().filter(of_queue)
+        missing = waiting.count() - broker_queue_length(queue)
+        if missing <= 0:
+            continue
+        for build in waiting.filter(sent_at__lt=sent_before).order_by("sent_at", "pk")[:missing]:
+            send(build, again=True)
+            resent += 1
     if resent:
         log.warning("%d queued builds had no message in the broker: sent again", resent)
     return resent

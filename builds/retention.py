@@ -124,6 +124,20 @@ def cache_entries_due(now: float) -> list[Path]:
     return due
 
 
+def trim_local_cache(now: float, every: float = 3600) -> list[Path]:
+    """Remove this host's unused ImageBuilders, at most once per `every` seconds. Each
+    worker keeps a cache of its own, which the sweep, run by one worker, cannot see: so
+    every worker trims its own after its builds (the mark's age says when it last did)."""
+    mark = Path(settings.ASU_CACHE_DIR) / ".trimmed"
+    try:
+        if now - mark.stat().st_mtime < every:
+            return []
+    except FileNotFoundError:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.touch()
+    return [entry for entry in cache_entries_due(now) if remove_cache_entry(entry)]
+
+
 def find_expired(now: datetime) -> Expiry:
     """Everything a sweep at `now` deletes; deletes nothing."""
     lost = list(Build.objects.filter(pk__in=abandoned_builds(now)))

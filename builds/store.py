@@ -1,11 +1,15 @@
 """The store of built files: GET and HEAD /store/<bin_dir>/<file>, read through Django's
-storage API, and the functions a worker writes and deletes a build folder with.
+storage API (a local folder, or an S3-compatible bucket: see asuproject/storage.py), and the
+functions a worker writes and deletes a build folder with. Files in a bucket, or behind
+ASU_STORE_PUBLIC_URL, are answered with a redirect there; the rest below holds for files
+served from here.
 
 Answers carry an exact Content-Length (clients check it, auc resumes with Range), support
 one byte range, and never reach outside the store: names with `..`, hidden or empty
 segments, absolute paths and symlinks leading out of the store folder are all 404.
 """
 
+import logging
 import os
 import posixpath
 import re
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 import filelock
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files import File
@@ -22,13 +27,18 @@ from django.http import (
     FileResponse,
     HttpRequest,
     HttpResponse,
+    HttpResponseRedirect,
     StreamingHttpResponse,
 )
+from django.utils.encoding import iri_to_uri
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 
 from asuproject.api_errors import error_response
+from builds.answers import RETRY_AFTER
 from builds.errors import BuildError
+
+log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)
@@ -48,9 +58,16 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
         return response
     storage = default_storage
     path = store_path(name)
-    size = _size(storage, path) if path else None
+    try:
+        size = _size(storage, path) if path else None
+        location = redirect_location(storage, path, request.method) if size is not None else None
+    except (OSError, BotoCoreError, ClientError) as exc:
+        log.warning("The store is unavailable: %s", exc)
+        return _unavailable()
     if size is None:
         return error_response(404, f"no such file in the store: {name}")
+    if location:
+        return HttpResponseRedirect(location)
 
     headers = {
         "Accept-Ranges": "bytes",
@@ -81,6 +98,37 @@ def serve(request: HttpRequest, name: str) -> HttpResponse:
             "Content-Range": f"bytes {start}-{end}/{size}",
         },
     )
+
+
+def _unavailable() -> HttpResponse:
+    """503: the store (a bucket, usually) cannot be read; the download can be repeated."""
+    response = error_response(
+        503,
+        "Temporarily unavailable: the image store is unavailable. Please try again in a moment",
+        "Service Unavailable",
+    )
+    response["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
+def redirect_location(storage: Storage, name: str, method: str = "GET") -> str | None:
+    """Where a download of `name` is sent instead of streamed: below ASU_STORE_PUBLIC_URL
+    (a CDN) when set, else to the object itself in a bucket unless ASU_STORE_SERVE is
+    "stream"; None to stream it from here."""
+    if settings.ASU_STORE_PUBLIC_URL:
+        return f"{settings.ASU_STORE_PUBLIC_URL}/{iri_to_uri(name)}"
+    if settings.ASU_STORE_SERVE == "redirect" and not _is_local(storage):
+        # A signed URL is signed for one method: a HEAD follows with HEAD.
+        return storage.url(name, http_method=method)
+    return None
+
+
+def _is_local(storage: Storage) -> bool:
+    try:
+        storage.path("")
+    except NotImplementedError:
+        return False
+    return True
 
 
 def store_path(name: str) -> str | None:
@@ -142,8 +190,13 @@ def _size(storage: Storage, name: str) -> int | None:
             return None
     try:
         return storage.size(name)
-    except (OSError, SuspiciousFileOperation):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, SuspiciousFileOperation):
         return None
+    except ClientError as exc:
+        # A bucket without list permission answers 403 for a missing object.
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (403, 404):
+            return None
+        raise
 
 
 def _read(file: IO[bytes], start: int, length: int) -> Iterator[bytes]:

@@ -2,10 +2,11 @@
 old builds."""
 
 import logging
+import time
 from datetime import timedelta
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import celeryd_after_setup, worker_init
 from django.conf import settings
 from django.utils import timezone
 
@@ -13,6 +14,7 @@ from builds import reconcile, retention
 from builds.director import BuildDirector
 from builds.imagebuilder import remove_stale_working_copies
 from builds.make import sandbox
+from builds.queue import worker_queues
 from tally.counting import forget_days_before
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,16 @@ def _prepare_worker(**kwargs) -> None:
     remove_stale_working_copies(retention.lost_after())
 
 
+@celeryd_after_setup.connect
+def _serve_routed_queues(sender: str, instance, **kwargs) -> None:
+    # Besides the default queue (or those given with --queues): the build queues of the
+    # targets and architectures in ASU_WORKER_QUEUES.
+    for queue in worker_queues():
+        instance.app.amqp.queues.select_add(queue)
+    if worker_queues():
+        log.info("Serving the build queues %s", ", ".join(worker_queues()))
+
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
 def build(self, pk: int) -> str:
     """Build the image of Build `pk`. A repeated task finds the row no longer queued and
@@ -34,7 +46,9 @@ def build(self, pk: int) -> str:
     director = BuildDirector.claim(pk, task_id=self.request.id or "", redelivered=redelivered)
     if director is None:
         return "skipped"
-    return director.run()
+    outcome = director.run()
+    retention.trim_local_cache(time.time())
+    return outcome
 
 
 @shared_task

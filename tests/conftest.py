@@ -16,6 +16,7 @@ from django.core.cache import cache
 from django.db import connection
 
 from asuproject.celery import app as celery_app
+from asuproject.storage import is_local
 from tests.fixtures.mirror import build_mirror
 from tests.fixtures.serve import serve_directory
 
@@ -127,7 +128,7 @@ def start_worker(settings, seeded_data) -> Iterator[Callable[..., subprocess.Pop
             "ASU_UPSTREAM_URL": settings.ASU_UPSTREAM_URL,
             "ASU_UPSTREAM_KEYS": str(settings.ASU_UPSTREAM_KEYS or ""),
             "ASU_CACHE_DIR": str(settings.ASU_CACHE_DIR),
-            "ASU_STORE_DIR": str(settings.STORAGES["default"]["OPTIONS"]["location"]),
+            "ASU_STORE_DIR": str(store_dir(settings.STORAGES["default"], settings.ASU_STORE_DIR)),
             "ASU_BUILD_TIMEOUT": str(settings.ASU_BUILD_TIMEOUT),
             "ASU_ALLOW_DEFAULTS": str(settings.ASU_ALLOW_DEFAULTS),
             "ASU_REPOSITORY_ALLOW_LIST": " ".join(settings.ASU_REPOSITORY_ALLOW_LIST),
@@ -173,6 +174,12 @@ def start_worker(settings, seeded_data) -> Iterator[Callable[..., subprocess.Pop
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def store_dir(storage: dict, default: Path) -> str | Path:
+    """The store folder of a local store; `default` for a bucket (a worker given the
+    bucket's settings never uses it)."""
+    return storage["OPTIONS"]["location"] if is_local(storage) else default
 
 
 def _wait_until_ready(log: Path, worker: subprocess.Popen, timeout: float = 60) -> None:

@@ -72,6 +72,11 @@ def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def env_optional_url(name: str, schemes: tuple[str, ...]) -> str:
+    """A URL as `env_url` reads it, or "" when unset or empty."""
+    return env_url(name, "", schemes) if env_str(name).strip() else ""
+
+
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     """One of `choices`, compared without regard to case; returned as spelled there."""
     value = env_str(name, default).strip()

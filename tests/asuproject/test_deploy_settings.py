@@ -26,7 +26,9 @@ def readme_production_settings() -> dict[str, str]:
 
 
 def check_deploy(settings: dict[str, str], var_dir: Path) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SECRET_KEY", "SECURE_"))}
+    # Not this process's own: the browser tests set DJANGO_ALLOW_ASYNC_UNSAFE for themselves.
+    unwanted = ("SECRET_KEY", "SECURE_", "DJANGO_ALLOW_ASYNC_UNSAFE")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(unwanted)}
     env = {**environ, **settings, "ASU_VAR_DIR": str(var_dir)}
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

@@ -196,6 +196,18 @@ def test_imagebuilders_unused_for_a_week_are_removed(db, upstream, settings):
     assert _warm("24.10.1", "releases/24.10.1").is_dir()
 
 
+def test_each_worker_trims_its_own_cache_once_an_hour(db, upstream):
+    unused = _warm("24.10.1", "releases/24.10.1")
+    _age(unused, 8)
+    assert retention.trim_local_cache(time.time()) == [unused]
+    assert not unused.exists()
+
+    again = _warm("24.10.1", "releases/24.10.1")
+    _age(again, 8)
+    assert retention.trim_local_cache(time.time() + 60) == []  # trimmed a minute ago
+    assert retention.trim_local_cache(time.time() + 3601) == [again]
+
+
 def test_an_imagebuilder_being_copied_is_left_for_the_next_sweep(db, upstream):
     entry = _warm("24.10.1", "releases/24.10.1")
     _age(entry, 30)
