@@ -254,8 +254,7 @@ def sandboxed(tools: Sandbox, workdir: Path, network: bool, fds: dict[str, int])
     """The bubblewrap prefix: its own user (BUILD_UID), read-only system, only `workdir`
     writable, a private /tmp, every namespace private but the network when `network`.
 
-    `fds`: "workdir" open on `workdir` (its parents need not be open to the sandbox's
-    user); pipes "passwd" and "group" to read the accounts from; with pasta, "info" and
+    `fds` are pipes: "passwd" and "group" to read the accounts from; with pasta, "info" and
     "block", for an outer bubblewrap that holds only the build's network namespace, which
     pasta joins before the sandbox starts. (pasta cannot join the sandbox itself: it moves
     to a second user namespace, to become BUILD_UID, that does not own the network.)"""
@@ -276,7 +275,7 @@ def sandboxed(tools: Sandbox, workdir: Path, network: bool, fds: dict[str, int])
     for name in ("passwd", "group"):
         args += ["--ro-bind-data", str(fds[name]), f"/etc/{name}"]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-    args += ["--bind-fd", str(fds["workdir"]), str(workdir), "--chdir", str(workdir), "--"]
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
     if "info" not in fds:
         return args
     # In the outer user namespace the sandbox's host user is root, with the capabilities
@@ -371,7 +370,7 @@ def _start(
     pasta_pid = None
     pipes = _Pipes()
     try:
-        child_fds = {"workdir": pipes.keep(os.open(workdir, os.O_PATH | os.O_DIRECTORY))}
+        child_fds = {}
         for name, text in _accounts(workdir).items():
             child_fds[name], write_end = pipes.open()
             os.write(write_end, text.encode())  # far below a pipe's buffer
@@ -405,15 +404,10 @@ def _start(
 
 
 class _Pipes:
-    """File descriptors this process holds, each closed exactly once (fd numbers are
-    reused)."""
+    """Pipe ends this process holds, each closed exactly once (fd numbers are reused)."""
 
     def __init__(self) -> None:
         self.fds: set[int] = set()
-
-    def keep(self, fd: int) -> int:
-        self.fds.add(fd)
-        return fd
 
     def open(self) -> tuple[int, int]:
         read_end, write_end = os.pipe()
@@ -439,7 +433,7 @@ def _popen(
 ) -> subprocess.Popen:
     return subprocess.Popen(
         cmd,
-        cwd=workdir,  # entered before the switch to `as_user`, who may not reach it
+        cwd=workdir,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -12,7 +12,7 @@ import pytest
 from django.conf import settings
 
 from builds import make
-from builds.errors import BuildTimeout
+from builds.errors import BuildError, BuildTimeout
 
 
 @pytest.fixture(autouse=True)
@@ -309,3 +309,37 @@ def test_it_says_at_start_what_the_sandbox_cannot_do(monkeypatch, caplog):
     else:
         assert tools.pasta is None
         assert "share the worker host's network, its loopback services included" in caplog.text
+
+
+@pytest.fixture
+def without_ip(monkeypatch) -> None:
+    """iproute2's ip missing, as in slim containers."""
+    real = make._tool
+    monkeypatch.setattr(
+        make, "_tool", lambda name: "/nonexistent/ip" if name == "ip" else real(name)
+    )
+
+
+@needs_pasta
+@pytest.mark.usefixtures("without_ip")
+def test_it_warns_at_start_when_private_addresses_cannot_be_refused(caplog):
+    make.sandbox.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="builds.make"):
+            tools = make.sandbox()
+    finally:
+        make.sandbox.cache_clear()
+    assert (tools.pasta, tools.refuses_private) == (make.shutil.which("pasta"), False)
+    assert len(caplog.records) == 1
+    assert "cannot refuse private addresses" in caplog.text
+    assert "cloud metadata (169.254.169.254) included" in caplog.text
+
+
+@needs_pasta
+@pytest.mark.usefixtures("without_ip")
+def test_a_build_whose_private_address_rules_fail_fails_instead_of_running_unprotected(tmp_path):
+    (tmp_path / "Makefile").write_text("ran:\n\t@touch ran\n")
+    with pytest.raises(BuildError, match="private addresses could not be refused"):
+        make.run_make(tmp_path, ["make", "ran"], time.monotonic() + 30, network=True)
+    assert not (tmp_path / "ran").exists()
+    assert _gone(str(tmp_path))  # no bubblewrap of it is left
