@@ -294,15 +294,21 @@ def sandbox_host_uid() -> int:
     return pwd.getpwnam(settings.ASU_SANDBOX_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
 
 
-def test_it_says_at_start_what_the_sandbox_cannot_do(monkeypatch, caplog):
-    found = {"bwrap": make.shutil.which("bwrap"), "pasta": None}
-    monkeypatch.setattr(make.shutil, "which", found.get)
+def _sandbox_at_start(caplog) -> make.Sandbox | None:
+    """What the sandbox finds as at a worker's start, with what it logs."""
     make.sandbox.cache_clear()
     try:
         with caplog.at_level(logging.INFO, logger="builds.make"):
             tools = make.sandbox()
     finally:
         make.sandbox.cache_clear()
+    return tools
+
+
+def test_it_says_at_start_what_the_sandbox_cannot_do(monkeypatch, caplog):
+    found = {"bwrap": make.shutil.which("bwrap"), "pasta": None}
+    monkeypatch.setattr(make.shutil, "which", found.get)
+    tools = _sandbox_at_start(caplog)
     assert len(caplog.records) == 1
     if tools is None:
         assert "plain subprocesses" in caplog.text
@@ -323,12 +329,7 @@ def without_ip(monkeypatch) -> None:
 @needs_pasta
 @pytest.mark.usefixtures("without_ip")
 def test_it_warns_at_start_when_private_addresses_cannot_be_refused(caplog):
-    make.sandbox.cache_clear()
-    try:
-        with caplog.at_level(logging.INFO, logger="builds.make"):
-            tools = make.sandbox()
-    finally:
-        make.sandbox.cache_clear()
+    tools = _sandbox_at_start(caplog)
     assert (tools.pasta, tools.refuses_private) == (make.shutil.which("pasta"), False)
     assert len(caplog.records) == 1
     assert "cannot refuse private addresses" in caplog.text
