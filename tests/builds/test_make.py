@@ -187,6 +187,9 @@ OUTCOMES = (
     "    print(sys.argv[1], 'resolved')\n"
     "except OSError:\n"
     "    print(sys.argv[1], 'unresolved')\n"
+    "import subprocess\n"  # and the rules cannot be taken away from inside
+    "removed = subprocess.run(['ip', 'rule', 'flush'], capture_output=True).returncode == 0\n"
+    "print('rules', 'removed' if removed else 'kept')\n"
 )
 
 
@@ -214,6 +217,7 @@ def test_a_networked_build_is_refused_private_addresses_but_resolves_names(tmp_p
     assert inside["192.168.0.1"] != "EACCES"  # the allowed network goes out as before
     # Name lookups still work, the resolver being private or not (here: 10.255.255.53).
     assert inside["pypi.org"] == _resolves("pypi.org")
+    assert inside["rules"] == "kept"
 
 
 def test_it_lets_builds_reach_their_resolvers_private_feeds_and_allowed_networks(
