@@ -32,6 +32,20 @@ django_settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE
 celery_app.conf.task_default_queue = QUEUE
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, temporary folders under a root of this session's own, not the shared
+    /tmp/pytest-of-root, which each new session makes private (0700) again: the sandbox's
+    host user must reach the working copies there (see tmp_path)."""
+    if os.geteuid() == 0 and not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="asu-pytest-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.geteuid() == 0 and Path(config.option.basetemp).name.startswith("asu-pytest-"):
+        shutil.rmtree(config.option.basetemp, ignore_errors=True)
+
+
 @pytest.fixture
 def tmp_path(tmp_path: Path) -> Path:
     """pytest's tmp_path, and the folders above it up to the system's temporary folder,
