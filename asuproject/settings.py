@@ -21,6 +21,7 @@ from asuproject.lib.env import (
     env_header,
     env_int,
     env_list,
+    env_networks,
     env_optional_url,
     env_str,
     env_url,
@@ -251,6 +252,11 @@ ASU_MAX_DEFAULTS_LENGTH = env_int("ASU_MAX_DEFAULTS_LENGTH", 20480, minimum=0)
 ASU_MAX_ROOTFS_SIZE_MB = env_int("ASU_MAX_ROOTFS_SIZE_MB", 1024, minimum=1)
 ASU_MAX_PENDING_JOBS = env_int("ASU_MAX_PENDING_JOBS", 200, minimum=1)
 ASU_REPOSITORY_ALLOW_LIST = env_list("ASU_REPOSITORY_ALLOW_LIST")
+# Private networks a build may reach after all (a feed host or proxy on the LAN, named by
+# host name); everything else private, link-local or CGNAT is refused inside the sandbox.
+ASU_SANDBOX_ALLOW_NETWORKS = env_networks("ASU_SANDBOX_ALLOW_NETWORKS")
+# The host user that runs the sandbox when the worker runs as root.
+ASU_SANDBOX_USER = env_str("ASU_SANDBOX_USER", "nobody").strip()
 ASU_BUILD_TIMEOUT = env_int("ASU_BUILD_TIMEOUT", 600, minimum=1)
 ASU_BUILD_TTL = env_int("ASU_BUILD_TTL", 24 * 3600, minimum=60)
 ASU_FAILURE_TTL = env_int("ASU_FAILURE_TTL", 3600, minimum=0)

@@ -33,7 +33,7 @@ from django.conf import settings
 
 from asuproject.lib import usign
 from builds.errors import BuildError, BuildTimeout, remaining
-from builds.make import MakeResult, run_make
+from builds.make import MakeResult, hand_over, lent_to_sandbox, run_make
 from builds.make_output import parse_make_info
 from builds.models import Step
 from tally.counting import count_now
@@ -211,6 +211,7 @@ def working_copy(
             )
             on_step(Step.CONTAINER_SETUP)
             copy_tree(folder / current["dir"], work)
+            hand_over(work)
             mark_used(folder / current["dir"])
             if not isinstance(current.get("info"), dict):
                 current = _remember_info(folder, current, work, deadline)
@@ -379,7 +380,8 @@ def _unpack_new(
             unpack(tarball, unpacked, deadline)
         except (tarfile.TarError, zstandard.ZstdError, OSError) as exc:
             raise BuildError(f"Could not unpack the ImageBuilder {name}: {exc}") from None
-        info = _prime(unpacked, deadline)
+        with lent_to_sandbox(unpacked):
+            info = _prime(unpacked, deadline)
         revision = parse_make_info(info.stdout).revision
         final = revision or sha256[:12]
         shutil.rmtree(folder / final, ignore_errors=True)  # same revision, rebuilt tarball

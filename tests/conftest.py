@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +31,34 @@ UNTRUSTED_KEYS = ROOT / "tests" / "fixtures" / "keys" / "untrusted"
 QUEUE = f"asu-test-{uuid.uuid4().hex[:8]}"
 django_settings.CELERY_TASK_DEFAULT_QUEUE = QUEUE
 celery_app.conf.task_default_queue = QUEUE
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, temporary folders under a root of this session's own, not the shared
+    /tmp/pytest-of-root, which each new session makes private (0700) again: the sandbox's
+    host user must reach the working copies there (see tmp_path)."""
+    if os.geteuid() == 0 and not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="asu-pytest-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.geteuid() == 0 and Path(config.option.basetemp).name.startswith("asu-pytest-"):
+        shutil.rmtree(config.option.basetemp, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path, and the folders above it up to the system's temporary folder,
+    made searchable (not listable) by others when the tests run as root: the sandbox's
+    host user (ASU_SANDBOX_USER) must reach the working copies in ASU_CACHE_DIR."""
+    if os.geteuid() == 0:
+        top = Path(tempfile.gettempdir())
+        for folder in (tmp_path, *tmp_path.parents):
+            if folder == top or folder == folder.parent:
+                break
+            folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

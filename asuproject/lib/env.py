@@ -4,6 +4,7 @@ Every reader also accepts ``<NAME>_FILE``: the value is then read from that file
 secrets can come from files mounted by the orchestrator.
 """
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -59,6 +60,21 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     if value is None:
         return list(default or [])
     return [item for item in value.replace(",", " ").split() if item]
+
+
+def env_networks(name: str) -> list[str]:
+    """IP networks in CIDR notation (``10.1.0.0/16``, ``fd00:1::/64``; a bare address is
+    one host), separated by commas or white space, normalised (``10.1.2.3/16`` is
+    ``10.1.0.0/16``)."""
+    networks = []
+    for item in env_list(name):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP networks such as 10.1.0.0/16, not {item!r}"
+            ) from None
+    return networks
 
 
 def env_url(name: str, default: str, schemes: tuple[str, ...]) -> str:

@@ -7,7 +7,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from asuproject.lib.env import env_choice
+from asuproject.lib.env import env_choice, env_networks
 from tests.conftest import ROOT
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -43,3 +43,15 @@ def test_the_server_does_not_start_with_a_bad_log_level():
     assert "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, not 'verbose'" in (
         run.stderr
     )
+
+
+def test_it_reads_networks_and_refuses_what_is_not_one(monkeypatch):
+    monkeypatch.setenv("ASU_SANDBOX_ALLOW_NETWORKS", "10.1.2.3/16, fd12::/64 192.168.1.5")
+    assert env_networks("ASU_SANDBOX_ALLOW_NETWORKS") == [
+        "10.1.0.0/16",
+        "fd12::/64",
+        "192.168.1.5/32",
+    ]
+    monkeypatch.setenv("ASU_SANDBOX_ALLOW_NETWORKS", "10.0.0.0/8 lan.example")
+    with pytest.raises(ImproperlyConfigured, match="ASU_SANDBOX_ALLOW_NETWORKS must list IP"):
+        env_networks("ASU_SANDBOX_ALLOW_NETWORKS")

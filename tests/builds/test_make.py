@@ -2,15 +2,22 @@
 
 import logging
 import os
+import pwd
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from builds import make
-from builds.errors import BuildTimeout
+from builds.errors import BuildError, BuildTimeout
+
+
+@pytest.fixture(autouse=True)
+def _working_copy(tmp_path: Path) -> None:
+    make.hand_over(tmp_path)  # as the builds' working copies are: make writes there
 
 
 def test_it_builds_the_make_image_command_as_an_argument_list(tmp_path):
@@ -165,6 +172,76 @@ def test_a_networked_build_reaches_none_of_the_hosts_loopback_but_its_feeds(
     assert _gone(f"-T\0{feed}\0")  # the build's pasta stopped with it
 
 
+PRIVATE = ["10.255.255.1", "172.16.0.1", "192.168.0.1", "100.64.0.1", "169.254.169.254"]
+PRIVATE_V6 = ["fd00::1", "fd00:ec2::254"]  # a ULA, and AWS's metadata service
+OUTCOMES = (
+    "import errno, socket, sys\n"
+    "for host in sys.argv[2:]:\n"
+    "    try:\n"
+    "        socket.create_connection((host, 80), timeout=1).close()\n"
+    "        print(host, 'connected')\n"
+    "    except OSError as error:\n"
+    "        print(host, errno.errorcode.get(error.errno, 'timeout'))\n"
+    "try:\n"
+    "    socket.getaddrinfo(sys.argv[1], 443)\n"
+    "    print(sys.argv[1], 'resolved')\n"
+    "except OSError:\n"
+    "    print(sys.argv[1], 'unresolved')\n"
+    "import subprocess\n"  # and the rules cannot be taken away from inside
+    "removed = subprocess.run(['ip', 'rule', 'flush'], capture_output=True).returncode == 0\n"
+    "print('rules', 'removed' if removed else 'kept')\n"
+)
+
+
+def _resolves(name: str) -> str:
+    try:
+        socket.getaddrinfo(name, 443)
+    except OSError:
+        return "unresolved"
+    return "resolved"
+
+
+@needs_pasta
+def test_a_networked_build_is_refused_private_addresses_but_resolves_names(tmp_path, settings):
+    settings.ASU_SANDBOX_ALLOW_NETWORKS = ["192.168.0.0/16"]  # a LAN with a feed host, say
+    hosts = PRIVATE + (PRIVATE_V6 if os.path.exists("/proc/net/if_inet6") else [])
+    (tmp_path / "outcomes.py").write_text(OUTCOMES)
+    (tmp_path / "Makefile").write_text(f"try:\n\t@python3 outcomes.py pypi.org {' '.join(hosts)}\n")
+    result = make.run_make(tmp_path, ["make", "try"], time.monotonic() + 60, network=True)
+    assert result.returncode == 0, result.stderr
+    inside = dict(line.split() for line in result.stdout.splitlines())
+    # Refused by the sandbox at once ("Permission denied"), not left to time out.
+    assert {host: inside[host] for host in hosts if host != "192.168.0.1"} == {
+        host: "EACCES" for host in hosts if host != "192.168.0.1"
+    }
+    assert inside["192.168.0.1"] != "EACCES"  # the allowed network goes out as before
+    # Name lookups still work, the resolver being private or not (here: 10.255.255.53).
+    assert inside["pypi.org"] == _resolves("pypi.org")
+    assert inside["rules"] == "kept"
+
+
+def test_it_lets_builds_reach_their_resolvers_private_feeds_and_allowed_networks(
+    tmp_path, settings, monkeypatch
+):
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.0.0.53\nnameserver fe80::1%eth0\n# nameserver 10.9.9.9\n")
+    monkeypatch.setattr(make, "RESOLVERS", (str(resolv),))
+    settings.ASU_SANDBOX_ALLOW_NETWORKS = ["172.20.0.0/16"]
+    (tmp_path / "repositories.conf").write_text(
+        "src/gz base http://192.168.1.5:8080/base\nsrc/gz lan http://[fd12::5]/lan\n"
+        "src/gz mirror http://127.0.0.1:8000/x\nsrc/gz up https://downloads.openwrt.org/x\n"
+    )
+    env = {"https_proxy": "http://10.1.1.1:3128"}
+    assert [str(network) for network in make.allowed_networks(tmp_path, env)] == [
+        "172.20.0.0/16",
+        "10.1.1.1/32",
+        "192.168.1.5/32",
+        "fd12::5/128",
+        "10.0.0.53/32",
+        "fe80::1/128",
+    ]
+
+
 def _gone(text: str) -> bool:
     """Whether no process has `text` in its command line within a few seconds."""
     for _ in range(50):
@@ -211,21 +288,63 @@ def test_it_runs_make_as_an_unprivileged_user_with_a_few_files_of_etc(tmp_path, 
     etc = set(lines[3 : lines.index("root:x:0:0:root:/root:/bin/sh")])
     assert {"passwd", "group", "resolv.conf", "hosts", "ssl", "nsswitch.conf"} <= etc
     assert not {"shadow", "postgresql", "redis", "sudoers", "ssh"} & etc
-    assert (tmp_path / "mine").stat().st_uid == os.geteuid()  # the worker's file outside
+    # Outside it is the file of the worker's user, or of ASU_SANDBOX_USER for a root worker.
+    assert (tmp_path / "mine").stat().st_uid == sandbox_host_uid()
+    assert (tmp_path / "mine").stat().st_uid != 0
 
 
-def test_it_says_at_start_what_the_sandbox_cannot_do(monkeypatch, caplog):
-    found = {"bwrap": make.shutil.which("bwrap"), "pasta": None}
-    monkeypatch.setattr(make.shutil, "which", found.get)
+def sandbox_host_uid() -> int:
+    """The host user that the sandbox runs as: never root."""
+    return pwd.getpwnam(settings.ASU_SANDBOX_USER).pw_uid if os.geteuid() == 0 else os.geteuid()
+
+
+def _sandbox_at_start(caplog) -> make.Sandbox | None:
+    """What the sandbox finds as at a worker's start, with what it logs."""
     make.sandbox.cache_clear()
     try:
         with caplog.at_level(logging.INFO, logger="builds.make"):
             tools = make.sandbox()
     finally:
         make.sandbox.cache_clear()
+    return tools
+
+
+def test_it_says_at_start_what_the_sandbox_cannot_do(monkeypatch, caplog):
+    found = {"bwrap": make.shutil.which("bwrap"), "pasta": None}
+    monkeypatch.setattr(make.shutil, "which", found.get)
+    tools = _sandbox_at_start(caplog)
     assert len(caplog.records) == 1
     if tools is None:
         assert "plain subprocesses" in caplog.text
     else:
         assert tools.pasta is None
         assert "share the worker host's network, its loopback services included" in caplog.text
+
+
+@pytest.fixture
+def without_ip(monkeypatch) -> None:
+    """iproute2's ip missing, as in slim containers."""
+    real = make._tool
+    monkeypatch.setattr(
+        make, "_tool", lambda name: "/nonexistent/ip" if name == "ip" else real(name)
+    )
+
+
+@needs_pasta
+@pytest.mark.usefixtures("without_ip")
+def test_it_warns_at_start_when_private_addresses_cannot_be_refused(caplog):
+    tools = _sandbox_at_start(caplog)
+    assert (tools.pasta, tools.refuses_private) == (make.shutil.which("pasta"), False)
+    assert len(caplog.records) == 1
+    assert "cannot refuse private addresses" in caplog.text
+    assert "cloud metadata (169.254.169.254) included" in caplog.text
+
+
+@needs_pasta
+@pytest.mark.usefixtures("without_ip")
+def test_a_build_whose_private_address_rules_fail_fails_instead_of_running_unprotected(tmp_path):
+    (tmp_path / "Makefile").write_text("ran:\n\t@touch ran\n")
+    with pytest.raises(BuildError, match="private addresses could not be refused"):
+        make.run_make(tmp_path, ["make", "ran"], time.monotonic() + 30, network=True)
+    assert not (tmp_path / "ran").exists()
+    assert _gone(str(tmp_path))  # no bubblewrap of it is left
