@@ -23,6 +23,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -560,13 +561,40 @@ def _environment(workdir: Path) -> dict[str, str]:
     return env
 
 
+class SandboxFailed(RuntimeError):
+    """bubblewrap could not set the sandbox up, again and again: the server's fault, so the
+    build is not answered as the request's failure."""
+
+
+# bubblewrap's own errors (before make runs) start with this; under heavy load its
+# loopback setup in a fresh network namespace fails now and then ("loopback: Failed
+# RTM_NEWADDR"), and a second try works.
+BWRAP_ERROR = "bwrap: "
+SANDBOX_ATTEMPTS = 3
+
+
 def run_make(workdir: Path, args: list[str], deadline: float, network: bool = False) -> MakeResult:
     """Run `args` (make and its arguments) in `workdir` before `deadline`; `network` when
     the ImageBuilder's feeds are remote.
 
     On timeout the whole process group (or bubblewrap's namespace) is killed and
-    BuildTimeout raised with the output so far.
+    BuildTimeout raised with the output so far. A sandbox that fails to start is tried
+    again; SandboxFailed when it never starts.
     """
+    for attempt in range(1, SANDBOX_ATTEMPTS + 1):
+        result = _run_make_once(workdir, args, deadline, network)
+        if not _sandbox_setup_failed(result):
+            return result
+        log.warning("Sandbox setup failed (try %d): %s", attempt, result.stderr.strip())
+        time.sleep(0.2 * attempt)
+    raise SandboxFailed(f"the build sandbox could not be set up: {result.stderr.strip()}")
+
+
+def _sandbox_setup_failed(result: MakeResult) -> bool:
+    return result.returncode != 0 and not result.stdout and result.stderr.startswith(BWRAP_ERROR)
+
+
+def _run_make_once(workdir: Path, args: list[str], deadline: float, network: bool) -> MakeResult:
     tools = sandbox()
     env = _environment(workdir)
     pasta_pid = None

@@ -1,5 +1,6 @@
 """Running make: the argument list, the deadline, the environment and the sandbox."""
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -348,3 +349,47 @@ def test_a_build_whose_private_address_rules_fail_fails_instead_of_running_unpro
         make.run_make(tmp_path, ["make", "ran"], time.monotonic() + 30, network=True)
     assert not (tmp_path / "ran").exists()
     assert _gone(str(tmp_path))  # no bubblewrap of it is left
+
+
+def flaky_bwrap(tmp_path: Path, failures: int) -> Path:
+    """A bubblewrap that fails its setup `failures` times, as the real one now and then
+    does under load, then runs the real one."""
+    state = tmp_path / "flaky"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)  # the sandbox user counts its tries here
+    wrapper = state / "bwrap"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'tries=$(ls "{state}" | grep -c try)\n'
+        f'if [ "$tries" -lt {failures} ]; then\n'
+        f'  touch "{state}/try$tries"\n'
+        '  echo "bwrap: loopback: Failed RTM_NEWADDR: No child processes" >&2; exit 1\n'
+        "fi\n"
+        f'exec {make.sandbox().bwrap} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.mark.skipif(not make.sandbox(), reason="bubblewrap is not installed or cannot run here")
+def test_a_sandbox_that_fails_to_start_once_is_started_again(tmp_path, monkeypatch, caplog):
+    tools = dataclasses.replace(make.sandbox(), bwrap=str(flaky_bwrap(tmp_path, failures=1)))
+    monkeypatch.setattr(make, "sandbox", lambda: tools)
+    (tmp_path / "Makefile").write_text("hello:\n\t@echo hello\n")
+    with caplog.at_level(logging.WARNING, logger="builds.make"):
+        result = make.run_make(tmp_path, ["make", "hello"], time.monotonic() + 30)
+    assert (result.returncode, result.stdout) == (0, "hello\n")
+    assert "Sandbox setup failed (try 1): bwrap: loopback" in caplog.text
+
+
+@pytest.mark.skipif(not make.sandbox(), reason="bubblewrap is not installed or cannot run here")
+def test_a_sandbox_that_never_starts_is_the_servers_fault_not_a_build_error(tmp_path, monkeypatch):
+    tools = dataclasses.replace(make.sandbox(), bwrap=str(flaky_bwrap(tmp_path, failures=99)))
+    monkeypatch.setattr(make, "sandbox", lambda: tools)
+    (tmp_path / "Makefile").write_text("hello:\n\t@echo hello\n")
+    with pytest.raises(make.SandboxFailed, match="could not be set up: bwrap: loopback") as failed:
+        make.run_make(tmp_path, ["make", "hello"], time.monotonic() + 30)
+    # Not a BuildError: the director records it as the server's fault, built again on
+    # the next request instead of answered as this request's failure.
+    assert not isinstance(failed.value, BuildError)
+    assert len(list((tmp_path / "flaky").glob("try*"))) == make.SANDBOX_ATTEMPTS
