@@ -21,7 +21,8 @@ import zstandard
 from bench.catalogue import BUILD_PROFILE, BUILD_TARGET, STABLE, build_catalogue, catalogue_counts
 from bench.client import Client
 from bench.environment import VAR, bench_env, ensure_database, forget_queue, kinds, wipe_data
-from bench.loadgen import client_for, run_load, wrk_available
+from bench.loadgen import LoadResult, client_for, run_load, wrk_available
+from bench.profile import LOAD_SECONDS, profile_hot_path, py_spy
 from bench.report import Figure, machine_lines, table
 from bench.server import Ceiling, Server, cpu_between, free_port
 from bench.workload import build_request, installed_packages
@@ -36,6 +37,7 @@ class Options:
     slow_runs: int  # sync and build runs
     seconds: float  # length of one load run
     quick: bool
+    profile: bool  # py-spy flame graphs of the hot paths (bench/profile.py)
 
 
 def say(text: str) -> None:
@@ -318,7 +320,8 @@ def bench_load(server: Server, opts: Options, hot: list[HotPath]) -> list[Figure
         return server.cpu_snapshot(database)
 
     client = Client(server.url)
-    figures = []
+    figures: list[Figure] = []
+    profiles: list[str] = []
     for path in hot:
         # HEAD answers no body: the ceiling replays the GET answer, and gunicorn drops its
         # body for HEAD as it does for the real server.
@@ -328,8 +331,34 @@ def bench_load(server: Server, opts: Options, hot: list[HotPath]) -> list[Figure
             raise RuntimeError(f"{path.method} {path.path} answered {answer['status']}")
         with Ceiling(server.env, server.log_dir, answer) as ceiling:
             figures += load_figures(path, server, ceiling, opts, cpu)
+        if opts.profile:
+            profiles += profile_path(path, server, database)
     client.close()
+    if profiles:
+        (VAR / "profiles" / "breakdown.md").write_text("\n".join(profiles))
+        say(f"profiles: {VAR / 'profiles'}; breakdown:\n" + "\n".join(profiles))
     return figures
+
+
+def profile_path(hot: HotPath, server: Server, database: str) -> list[str]:
+    """A flame graph of `hot` under load and the breakdown of its Python samples by layer
+    (bench/profile.py), after the CPU split between gunicorn and the database."""
+    url = server.url + hot.path
+
+    def load() -> LoadResult:
+        return run_load(url, hot.method, hot.body, seconds=LOAD_SECONDS, connections=CONNECTIONS)
+
+    before = server.cpu_snapshot(database)
+    result = load()
+    after = server.cpu_snapshot(database)
+    web_pids = set(server.web_pids())
+    web = cpu_between({p: s for p, s in before.items() if p in web_pids},
+                      {p: s for p, s in after.items() if p in web_pids})  # fmt: skip
+    db = cpu_between(before, after) - web
+    per = 1000 / max(1, result.requests)
+    split = (f"Without py-spy: {result.rps:,.0f} req/s; CPU per request: gunicorn "
+             f"{web * per:.2f} ms, PostgreSQL backends {db * per:.2f} ms.")  # fmt: skip
+    return profile_hot_path(hot.section, load, server.web.pid, split, VAR / "profiles")
 
 
 # -- 4. validation -----------------------------------------------------------------------
@@ -391,10 +420,14 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true", help="one short run of each figure")
     parser.add_argument("--runs", type=int, help="runs per load figure (default 5; quick 1)")
     parser.add_argument("--seconds", type=float, help="seconds per load run (default 5)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also py-spy flame graphs of the hot paths, in var/bench/profiles")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.profile and not py_spy():
+        parser.error("--profile needs py-spy on the PATH (pip install py-spy)")
     if args.quick:
-        return Options(runs=args.runs or 1, slow_runs=1, seconds=args.seconds or 2, quick=True)
-    return Options(runs=args.runs or 5, slow_runs=3, seconds=args.seconds or 5, quick=False)
+        return Options(args.runs or 1, 1, args.seconds or 2, quick=True, profile=args.profile)
+    return Options(args.runs or 5, 3, args.seconds or 5, quick=False, profile=args.profile)
 
 
 def main(argv: list[str] | None = None) -> int:
