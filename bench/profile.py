@@ -96,7 +96,7 @@ def profile_hot_path(
     """Run `load` twice under py-spy: once for the flame graph, once for the breakdown.
     `cpu_split` says how the CPU divided between gunicorn and the database, without py-spy."""
     out.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    slug = re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
     raw = out / f"{slug}.txt"
     for fmt, path in (("flamegraph", out / f"{slug}.svg"), ("raw", raw)):
         spy = record(web_pid, LOAD_SECONDS, path, fmt)
