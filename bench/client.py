@@ -53,7 +53,7 @@ class Client:
         finally:
             connection.close()
         kept = [
-            (name, value)
+            [name, value]  # as JSON keeps it
             for name, value in response.getheaders()
             if name.lower() not in SERVER_HEADERS
         ]
