@@ -144,8 +144,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so a Celery worker in another process sees the test data.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 # A persistent connection the database dropped (restart, failover) is found unusable
-# before the next request uses it, and replaced: no 500s, no restart.
+# before the next request uses it, and replaced: no 500s, no restart. On PostgreSQL the
+# check looks at the socket instead of sending `SELECT 1` (asuproject/postgresql).
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "asuproject.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,9 +1,14 @@
 """Single requests and build waits against the server under test."""
 
+import base64
 import http.client
 import json
 import time
 from urllib.parse import urlsplit
+
+# Headers gunicorn writes itself, or that depend on the body's length.
+SERVER_HEADERS = {"date", "server", "connection", "keep-alive", "content-length",
+                  "transfer-encoding"}  # fmt: skip
 
 
 class Client:
@@ -35,6 +40,24 @@ class Client:
                     raise
         payload = json.loads(raw) if raw and raw[:1] in (b"{", b"[") else {}
         return response.status, dict(response.getheaders()), payload
+
+    def capture(self, method: str, path: str, body: bytes = b"") -> dict:
+        """The whole answer to one request, as the ceiling app (bench/ceiling) replays it:
+        status, the headers the application set, and the body in base64."""
+        headers = {"Content-Type": "application/json", "User-Agent": "asu-bench"}
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        finally:
+            connection.close()
+        kept = [
+            [name, value]  # as JSON keeps it
+            for name, value in response.getheaders()
+            if name.lower() not in SERVER_HEADERS
+        ]
+        return {"status": response.status, "headers": kept, "body": base64.b64encode(raw).decode()}
 
     def post_build(self, request: dict) -> dict:
         status, _, body = self.request("POST", "/api/v1/build", request)

@@ -1,5 +1,6 @@
 """The server under test, started for real: gunicorn and a Celery worker as the Procfile has them."""
 
+import json
 import os
 import shlex
 import signal
@@ -112,18 +113,7 @@ class Server:
 
     def start_web(self) -> None:
         self.web, log_path = self._spawn("web")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.web.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{log_path.read_text()}")
-            try:
-                urllib.request.urlopen(f"{self.url}/api/v1/stats", timeout=2).read()
-                return
-            except urllib.error.HTTPError:
-                return  # it answers; the status does not matter here
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not answer within 60 s")
+        wait_answering(self.web, f"{self.url}/api/v1/stats", log_path)
 
     def start_worker(self) -> None:
         self.worker = self._start_worker("worker")
@@ -150,25 +140,13 @@ class Server:
     ) -> tuple[subprocess.Popen, Path]:
         """Start the Procfile's `process` line with `env` added, its output in
         logs/<name or process>.log."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name or process}.log"
-        log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
         env = {**self.env, **(env or {})}
-        popen = subprocess.Popen(
-            procfile_command(process, env),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return popen, log_path
+        return spawn(procfile_command(process, env), env, log_path), log_path
 
     def web_pids(self) -> list[int]:
         """gunicorn's master and its workers."""
-        if self.web is None:
-            return []
-        return [self.web.pid, *children(self.web.pid)]
+        return process_tree(self.web)
 
     def cpu_snapshot(self, database: str = "") -> dict[int, float]:
         """CPU time used so far by gunicorn and, with PostgreSQL, by the backends of the
@@ -179,15 +157,88 @@ class Server:
         return {pid: process_cpu_seconds(pid) for pid in pids}
 
     def stop(self) -> None:
-        processes = (self.web, self.worker, *self.more_workers)
-        for process in processes:
-            if process and process.poll() is None:
-                # Each runs in its own session: signal its group, i.e. its own children only.
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes:
-            if process:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+        stop_processes(self.web, self.worker, *self.more_workers)
+
+
+class Ceiling:
+    """A minimal Django view answering `answer` (`Client.capture`), served by gunicorn
+    with the Procfile's web line, the app swapped: what this design can reach at most.
+    Use as a context manager; it listens on a port of its own."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, answer: dict) -> None:
+        self.env = {**env, "ASU_PORT": str(free_port())}
+        self.log_path = log_dir / "ceiling.log"
+        self.answer_path = log_dir / "ceiling-answer.json"
+        self.answer = answer
+        self.url = f"http://{self.env['ASU_HOST']}:{self.env['ASU_PORT']}"
+        self.web: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Ceiling":
+        self.answer_path.write_text(json.dumps(self.answer))
+        self.env["BENCH_CEILING_ANSWER"] = str(self.answer_path)
+        args = procfile_command("web", self.env)
+        args[args.index(REAL_APP)] = CEILING_APP
+        self.web = spawn(args, self.env, self.log_path)
+        try:
+            wait_answering(self.web, self.url, self.log_path)
+        except BaseException:
+            stop_processes(self.web)
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        stop_processes(self.web)
+
+    def cpu_snapshot(self) -> dict[int, float]:
+        return {pid: process_cpu_seconds(pid) for pid in process_tree(self.web)}
+
+
+# The application argument of the Procfile's web line, and the ceiling's in its place.
+REAL_APP = "asuproject.wsgi"
+CEILING_APP = "bench.ceiling.wsgi"
+
+
+def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start `args` in a session of its own, its output in `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def wait_answering(web: subprocess.Popen, url: str, log_path: Path) -> None:
+    """Wait until gunicorn answers `url`, whatever the status."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if web.poll() is not None:
+            raise RuntimeError(f"gunicorn exited:\n{log_path.read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers; the status does not matter here
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer within 60 s")
+
+
+def process_tree(process: subprocess.Popen | None) -> list[int]:
+    """A process and its children (gunicorn's master and its workers)."""
+    if process is None:
+        return []
+    return [process.pid, *children(process.pid)]
+
+
+def stop_processes(*processes: subprocess.Popen | None) -> None:
+    for process in processes:
+        if process and process.poll() is None:
+            # Each runs in its own session: signal its group, i.e. its own children only.
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        if process:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -13,7 +13,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
@@ -21,12 +21,14 @@ import zstandard
 from bench.catalogue import BUILD_PROFILE, BUILD_TARGET, STABLE, build_catalogue, catalogue_counts
 from bench.client import Client
 from bench.environment import VAR, bench_env, ensure_database, forget_queue, kinds, wipe_data
-from bench.loadgen import client_for, run_load, wrk_available
+from bench.loadgen import LoadResult, client_for, run_load, wrk_available
+from bench.profile import LOAD_SECONDS, profile_hot_path, py_spy
 from bench.report import Figure, machine_lines, table
-from bench.server import Server, cpu_between, free_port
+from bench.server import Ceiling, Server, cpu_between, free_port
 from bench.workload import build_request, installed_packages
 
 CONNECTIONS = 8
+CpuSnapshot = Callable[[], dict[int, float]]
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Options:
     slow_runs: int  # sync and build runs
     seconds: float  # length of one load run
     quick: bool
+    profile: bool  # py-spy flame graphs of the hot paths (bench/profile.py)
     only: str = ""  # "workers": the sync and figure 8 alone
 
 
@@ -241,67 +244,162 @@ def queue_seconds(request_hash: str) -> float:
 # -- 1, 2, 3. throughput -----------------------------------------------------------------
 
 
-def load_figures(
-    section: str, url: str, opts: Options, cpu: Callable[[], dict[int, float]], method: str = "GET",
-    body: bytes = b"", aims: tuple[str, str, str] = ("", "", ""),
-) -> list[Figure]:  # fmt: skip
-    client = client_for(method)
-    run_load(url, method, body, seconds=1, connections=CONNECTIONS)  # warm-up, not counted
-    rps = Figure(section, "throughput", "req/s", aim=aims[0], note=f"client: {client}")
-    p50 = Figure(section, "p50 latency", "ms", aim=aims[1])
-    p99 = Figure(section, "p99 latency", "ms", aim=aims[2])
-    cost = Figure(section, "server CPU per request", "ms")
-    errors = 0
-    for _ in range(opts.runs):
+@dataclass
+class HotPath:
+    """One request repeated by the load client, with the aims of its figures."""
+
+    section: str
+    path: str
+    method: str = "GET"
+    body: bytes = b""
+    aims: dict[str, str] = field(default_factory=dict)  # figure name -> aim
+
+    def figure(self, name: str, unit: str, note: str = "") -> Figure:
+        return Figure(self.section, name, unit, aim=self.aims.get(name, ""), note=note)
+
+
+@dataclass
+class LoadRuns:
+    """The runs of one server under one request."""
+
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    def measure(self, url: str, hot: HotPath, seconds: float, cpu: CpuSnapshot) -> None:
         before = cpu()
-        result = run_load(url, method, body, seconds=opts.seconds, connections=CONNECTIONS)
+        result = run_load(url, hot.method, hot.body, seconds=seconds, connections=CONNECTIONS)
         spent = cpu_between(before, cpu())
-        cost.runs.append(spent / max(1, result.requests) * 1000)
-        rps.runs.append(result.rps)
-        p50.runs.append(result.p50_ms)
-        p99.runs.append(result.p99_ms)
-        errors += result.errors
-    if errors:
-        rps.note += f"; **{errors} non-2xx or failed requests**"
+        self.cpu_ms.append(spent / max(1, result.requests) * 1000)
+        self.rps.append(result.rps)
+        self.p50.append(result.p50_ms)
+        self.p99.append(result.p99_ms)
+        self.errors += result.errors
+
+
+def load_figures(
+    hot: HotPath, server: Server, ceiling: Ceiling, opts: Options, cpu: CpuSnapshot
+) -> list[Figure]:
+    """The server's runs, each between two runs of the ceiling (a minimal Django view
+    answering the same bytes), and each run's throughput as a ratio to the mean of the
+    ceiling runs either side of it: the cores' share of other work cancels out."""
+    url, bare_url = server.url + hot.path, ceiling.url + hot.path
+    for warm_url in (url, bare_url):  # warm-up, not counted
+        run_load(warm_url, hot.method, hot.body, seconds=1, connections=CONNECTIONS)
+    real, bare = LoadRuns(), LoadRuns()
+    bare.measure(bare_url, hot, opts.seconds, ceiling.cpu_snapshot)
+    for _ in range(opts.runs):
+        real.measure(url, hot, opts.seconds, cpu)
+        bare.measure(bare_url, hot, opts.seconds, ceiling.cpu_snapshot)
+    client = client_for(hot.method)
+    rps = hot.figure("throughput", "req/s", f"client: {client}")
+    rps.runs = real.rps
+    if real.errors or bare.errors:
+        rps.note += f"; **{real.errors} + {bare.errors} (ceiling) non-2xx or failed requests**"
+    p50, p99 = hot.figure("p50 latency", "ms"), hot.figure("p99 latency", "ms")
+    p50.runs, p99.runs = real.p50, real.p99
+    cost = hot.figure("server CPU per request", "ms")
+    cost.runs = real.cpu_ms
     cores = os.cpu_count() or 1
     cost.note = f"gunicorn + database backends; {cores} cores / this = {cores * 1000 / cost.median:,.0f} req/s"
-    say(f"{section}: {rps.median:,.0f} req/s, p50 {p50.median:.1f} ms, p99 {p99.median:.1f} ms, "
-        f"{cost.median:.2f} ms CPU/request")  # fmt: skip
-    return [rps, p50, p99, cost]
+    top = hot.figure("ceiling: minimal Django view, same bytes", "req/s",
+                     f"runs before, between and after the server's; p99 {statistics.median(bare.p99):.1f} ms")  # fmt: skip
+    top.runs = bare.rps
+    top_cost = hot.figure("ceiling: server CPU per request", "ms")
+    top_cost.runs = bare.cpu_ms
+    top_cost.note = f"server CPU / this = {cost.median / top_cost.median:.1f}"
+    ratio = hot.figure("throughput / ceiling", "ratio", "each run against the mean of the ceiling runs either side")  # fmt: skip
+    sides = [(a + b) / 2 for a, b in zip(bare.rps, bare.rps[1:], strict=False)]
+    ratio.runs = [r / side for r, side in zip(real.rps, sides, strict=True)]
+    say(f"{hot.section}: {rps.median:,.0f} req/s, p50 {p50.median:.1f} ms, p99 {p99.median:.1f} ms, "
+        f"{cost.median:.2f} ms CPU/request; ceiling {top.median:,.0f} req/s, "
+        f"{top_cost.median:.2f} ms CPU; ratio {ratio.median:.2f}")  # fmt: skip
+    return [rps, p50, p99, cost, top, top_cost, ratio]
 
 
-def bench_load(
-    server: Server, opts: Options, hit: dict, small_hit: dict, request_hash: str
-) -> list[Figure]:
+def hot_paths(opts: Options, hit: dict, small_hit: dict, request_hash: str) -> list[HotPath]:
+    """The requests that decide what the server can take (the aims are issue 14's)."""
+    from targets.models import Target
+
+    arch = Target.objects.get(version__name=STABLE, name=BUILD_TARGET).arch_packages
+    poll = f"/api/v1/build/{request_hash}"
+    hot = [
+        HotPath("1. cache-hit POST /api/v1/build (150 packages)", "/api/v1/build", "POST",
+                json.dumps(hit).encode(),
+                {"throughput": ">= 2500", "p99 latency": "< 15",
+                 "server CPU per request": "<= 0.7", "throughput / ceiling": ">= 0.7"}),
+        HotPath("1b. cache-hit POST, defaults only", "/api/v1/build", "POST",
+                json.dumps(small_hit).encode()),
+        HotPath("2. poll GET /api/v1/build/<hash>", poll,
+                aims={"server CPU per request": "<= 0.5", "throughput / ceiling": ">= 0.85"}),
+        HotPath("2. poll HEAD /api/v1/build/<hash>", poll, "HEAD",
+                aims={"server CPU per request": "<= 0.5", "throughput / ceiling": ">= 0.85"}),
+        HotPath("3. GET /json/v1/overview.json", "/json/v1/overview.json",
+                aims={"throughput / ceiling": ">= 0.6"}),
+        HotPath(f"3. GET {BUILD_TARGET} index.json",
+                f"/json/v1/releases/{STABLE}/targets/{BUILD_TARGET}/index.json",
+                aims={"throughput / ceiling": ">= 0.6"}),
+        HotPath(f"3. GET {arch}-index.json", f"/json/v1/releases/{STABLE}/packages/{arch}-index.json",
+                aims={"throughput / ceiling": ">= 0.6"}),
+    ]  # fmt: skip
+    if opts.quick:
+        hot = [h for h in hot if not h.section.startswith("1b") and "-index" not in h.section]
+    return hot
+
+
+def bench_load(server: Server, opts: Options, hot: list[HotPath]) -> list[Figure]:
     from django.conf import settings
+    from django.db import connection
 
     db = settings.DATABASES["default"]
     database = db["NAME"] if "postgresql" in db["ENGINE"] else ""
+    connection.close()
 
     def cpu() -> dict[int, float]:
         return server.cpu_snapshot(database)
 
-    base = server.url
-    figures = []
-    figures += load_figures(
-        "1. cache-hit POST /api/v1/build (150 packages)", f"{base}/api/v1/build", opts, cpu,
-        "POST", json.dumps(hit).encode(), (">= 1500", "", "< 20"),
-    )  # fmt: skip
-    if not opts.quick:
-        figures += load_figures(
-            "1b. cache-hit POST, defaults only", f"{base}/api/v1/build", opts, cpu,
-            "POST", json.dumps(small_hit).encode(),
-        )  # fmt: skip
-    poll = f"{base}/api/v1/build/{request_hash}"
-    figures += load_figures("2. poll GET /api/v1/build/<hash>", poll, opts, cpu,
-                            aims=(">= 2000", "", ""))  # fmt: skip
-    figures += load_figures("2. poll HEAD /api/v1/build/<hash>", poll, opts, cpu, "HEAD",
-                            aims=(">= 2000", "", ""))  # fmt: skip
-    overview = f"{base}/json/v1/overview.json"
-    figures += load_figures("3. GET /json/v1/overview.json", overview, opts, cpu)
-    index = f"{base}/json/v1/releases/{STABLE}/targets/{BUILD_TARGET}/index.json"
-    figures += load_figures(f"3. GET {BUILD_TARGET} index.json", index, opts, cpu)
+    client = Client(server.url)
+    figures: list[Figure] = []
+    profiles: list[str] = []
+    for path in hot:
+        # HEAD answers no body: the ceiling replays the GET answer, and gunicorn drops its
+        # body for HEAD as it does for the real server.
+        method = "GET" if path.method == "HEAD" else path.method
+        answer = client.capture(method, path.path, path.body)
+        if not 200 <= answer["status"] < 300:
+            raise RuntimeError(f"{path.method} {path.path} answered {answer['status']}")
+        with Ceiling(server.env, server.log_dir, answer) as ceiling:
+            figures += load_figures(path, server, ceiling, opts, cpu)
+        if opts.profile:
+            profiles += profile_path(path, server, database)
+    client.close()
+    if profiles:
+        (VAR / "profiles" / "breakdown.md").write_text("\n".join(profiles))
+        say(f"profiles: {VAR / 'profiles'}; breakdown:\n" + "\n".join(profiles))
     return figures
+
+
+def profile_path(hot: HotPath, server: Server, database: str) -> list[str]:
+    """A flame graph of `hot` under load and the breakdown of its Python samples by layer
+    (bench/profile.py), after the CPU split between gunicorn and the database."""
+    url = server.url + hot.path
+
+    def load() -> LoadResult:
+        return run_load(url, hot.method, hot.body, seconds=LOAD_SECONDS, connections=CONNECTIONS)
+
+    before = server.cpu_snapshot(database)
+    result = load()
+    after = server.cpu_snapshot(database)
+    web_pids = set(server.web_pids())
+    web = cpu_between({p: s for p, s in before.items() if p in web_pids},
+                      {p: s for p, s in after.items() if p in web_pids})  # fmt: skip
+    db = cpu_between(before, after) - web
+    per = 1000 / max(1, result.requests)
+    split = (f"Without py-spy: {result.rps:,.0f} req/s; CPU per request: gunicorn "
+             f"{web * per:.2f} ms, PostgreSQL backends {db * per:.2f} ms.")  # fmt: skip
+    return profile_hot_path(hot.section, load, server.web.pid, split, VAR / "profiles")
 
 
 # -- 4. validation -----------------------------------------------------------------------
@@ -421,10 +519,15 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--only", choices=["workers"], default="", help="workers: figure 8 alone (and the sync)"
     )
+    parser.add_argument("--profile", action="store_true",
+                        help="also py-spy flame graphs of the hot paths, in var/bench/profiles")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.profile and not py_spy():
+        parser.error("--profile needs py-spy on the PATH (pip install py-spy)")
     if args.quick:
-        return Options(1 if args.runs is None else args.runs, 1, args.seconds or 2, True, args.only)
-    return Options(args.runs or 5, 3, args.seconds or 5, False, args.only)
+        runs = 1 if args.runs is None else args.runs
+        return Options(runs, 1, args.seconds or 2, True, args.profile, args.only)
+    return Options(args.runs or 5, 3, args.seconds or 5, False, args.profile, args.only)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(VAR / "server", ignore_errors=True)
 
+    if not wrk_available():
+        say("wrk not found (apt-get install wrk): every load figure uses the bench's Python "
+            "client, which takes a larger share of the two cores than wrk")  # fmt: skip
     say("generating the full-size catalogue (reused when unchanged)")
     catalogue = build_catalogue(VAR / "catalogue")
     counts = catalogue_counts(catalogue)
@@ -504,7 +610,7 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
         small_hit = build_request([], diff_packages=False)
         client.build(small_hit)
         client.close()
-        figures += bench_load(server, opts, hit, small_hit, done["request_hash"])
+        figures += bench_load(server, opts, hot_paths(opts, hit, small_hit, done["request_hash"]))
         figures += bench_validation(hit, opts, server.url)
         figures += bench_upgrade_check(packages, opts)
     finally:

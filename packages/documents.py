@@ -17,7 +17,6 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
 
@@ -171,19 +170,6 @@ def latest(request: HttpRequest) -> HttpResponse:
 # index.json and {arch}-index.json ------------------------------------------------------
 
 
-def _version_matches(directory: str) -> Q:
-    """Versions whose folder may be `directory`: "releases/24.10.1" names the version,
-    "snapshots" names the branch. The caller checks `version.path == directory`."""
-    return Q(name=directory.rsplit("/", 1)[-1]) | Q(branch__path=directory)
-
-
-def _find_version(directory: str) -> Version | None:
-    candidates = Version.objects.filter(_version_matches(directory), branch__enabled=True)
-    # No ordering: the path picks one, and the default ordering's joins cost more than the query.
-    candidates = candidates.select_related("branch").order_by()
-    return next((v for v in candidates if v.path == directory), None)
-
-
 def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | None:
     """The JSON of `build()`, kept in the cache under `key`; None if build() found nothing."""
     body = cache.get(key)
@@ -196,18 +182,36 @@ def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | No
     return body
 
 
-def _generation(version: Version) -> str:
-    return version.synced_at.isoformat() if version.synced_at else "-"
+def _generation(synced_at: object) -> str:
+    """A version's `synced_at` as a cache key part: a datetime, or text on SQLite."""
+    return str(synced_at).replace(" ", "T") if synced_at else "-"
+
+
+def _in_folder(rows: list[tuple], directory: str) -> tuple | None:
+    """The row whose version folder (its branch path with the version name, the last two
+    columns) is `directory`: "releases/24.10.1" names the version, "snapshots" the branch."""
+    return next((r for r in rows if r[-1].format(version=r[-2]) == directory), None)
 
 
 @functools.cache
 def _locate_sql() -> str:
+    """A target of an enabled version, by target name and version folder (`_in_folder`)."""
     return (
         f"SELECT t.id, t.arch_packages, v.synced_at, v.name, br.path "
         f"FROM {Target._meta.db_table} t, {Version._meta.db_table} v, "
         f"{Branch._meta.db_table} br "
         "WHERE t.version_id = v.id AND v.branch_id = br.id AND br.enabled AND t.name = %s "
         "AND (v.name = %s OR br.path = %s)"
+    )
+
+
+@functools.cache
+def _locate_version_sql() -> str:
+    """An enabled version by its folder (`_in_folder`)."""
+    return (
+        f"SELECT v.id, v.synced_at, v.name, br.path "
+        f"FROM {Version._meta.db_table} v, {Branch._meta.db_table} br "
+        "WHERE v.branch_id = br.id AND br.enabled AND (v.name = %s OR br.path = %s)"
     )
 
 
@@ -219,13 +223,12 @@ def target_index(request: HttpRequest, directory: str, target: str, subtarget: s
     its version's generation, and the document comes from the cache."""
     name = f"{target}/{subtarget}"
     rows = fetch_prepared(_locate_sql(), [name, directory.rsplit("/", 1)[-1], directory])
-    found = next((r for r in rows if r[4].format(version=r[3]) == directory), None)
+    found = _in_folder(rows, directory)
     if found is None:
         return not_found(f"unknown version folder or target: {directory} {name}")
     pk, arch, synced_at = found[:3]
-    generation = str(synced_at).replace(" ", "T") if synced_at else "-"  # a datetime, or text
     body = _cached_document(
-        f"asu:target-index:{pk}:{generation}",
+        f"asu:target-index:{pk}:{_generation(synced_at)}",
         lambda: {
             "architecture": arch,
             "packages": dict(
@@ -240,10 +243,13 @@ def target_index(request: HttpRequest, directory: str, target: str, subtarget: s
 
 @require_safe
 def arch_index(request: HttpRequest, directory: str, arch: str) -> HttpResponse:
-    """{arch}-index.json: the packages of every feed of an architecture, {name: version}."""
-    version = _find_version(directory)
-    if version is None:
+    """{arch}-index.json: the packages of every feed of an architecture, {name: version}.
+    As index.json: one prepared query finds the version, the document comes from the cache."""
+    rows = fetch_prepared(_locate_version_sql(), [directory.rsplit("/", 1)[-1], directory])
+    found = _in_folder(rows, directory)
+    if found is None:
         return not_found(f"unknown version folder: {directory}")
+    version = Version(pk=found[0], name=found[2])
 
     def build() -> dict | None:
         packages = dict(
@@ -260,7 +266,7 @@ def arch_index(request: HttpRequest, directory: str, arch: str) -> HttpResponse:
             return None
         return packages
 
-    body = _cached_document(f"asu:arch-index:{version.pk}:{arch}:{_generation(version)}", build)
+    body = _cached_document(f"asu:arch-index:{version.pk}:{arch}:{_generation(found[1])}", build)
     if body is None:
         return not_found(f"version {version} has no packages for architecture {arch}")
     return HttpResponse(body, content_type="application/json")

@@ -62,12 +62,28 @@ def test_a_connection_the_database_dropped_is_replaced_before_use():
     pid = connection.connection.info.backend_pid
     other = connections.create_connection("default")
     with other.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        # As after a restart: the session has ended by the time the next request comes.
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
     other.close()
 
     # The very next poll is answered: the dead connection is found and replaced first.
     assert wsgi_get(path) == 202
     assert connection.connection.info.backend_pid != pid
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'", reason="PostgreSQL's own check")
+def test_a_healthy_connection_is_reused_without_a_round_trip(monkeypatch):
+    row = a_queued_build()
+    path = f"/api/v1/build/{row.request_hash}"
+    assert wsgi_get(path) == 202
+    pid = connection.connection.info.backend_pid
+
+    def select_one() -> bool:
+        raise AssertionError("the health check sent SELECT 1")
+
+    monkeypatch.setattr(connection, "is_usable", select_one)
+    assert wsgi_get(path) == 202
+    assert connection.connection.info.backend_pid == pid
 
 
 def test_polls_and_requests_answer_503_while_the_database_is_down(live_server):
