@@ -12,6 +12,4 @@ urlpatterns = [
     re_path(r"^api/v1/stats/?$", views.StatsView.as_view(), name="api-stats"),
     re_path(r"^api/v1/build-errors/?$", views.BuildErrorsView.as_view(), name="api-build-errors"),
     path("store/<path:name>", store.serve, name="store"),
-    # Last of the /api/ routes: an unknown API path answers JSON even with DEBUG on.
-    re_path(r"^api/", views.api_not_found),
 ]

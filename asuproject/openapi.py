@@ -1,0 +1,70 @@
+"""What every part of the OpenAPI description shares: the error document, its examples,
+paths without the optional trailing slash, and HEAD operations (drf-spectacular
+leaves HEAD out; owut polls with it).
+
+The schema is generated from the views (`manage.py spectacular`) and served at
+/api/v1/openapi.json and .yaml; each app describes its own views in its `schema` module.
+"""
+
+from http import HTTPStatus
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse
+from rest_framework import serializers
+
+# `extensions` key of a GET operation that is also answered to HEAD (see `add_head_operations`).
+ALSO_HEAD = "x-also-head"
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error of the API: the HTTP code again, its phrase, and what was wrong."""
+
+    status = serializers.IntegerField(help_text="The HTTP status code again.")
+    title = serializers.CharField(help_text="The status code's phrase, or a short heading.")
+    detail = serializers.CharField(help_text="What was wrong, in words a router owner can act on.")
+
+
+def error_example(status: int, detail: str, title: str | None = None, name: str = "") -> Any:
+    """An example error document, shown under its status code."""
+    return OpenApiExample(
+        name or f"{status} {title or HTTPStatus(status).phrase}",
+        value={"status": status, "title": title or HTTPStatus(status).phrase, "detail": detail},
+        response_only=True,
+        status_codes=[str(status)],
+    )
+
+
+def error_response(description: str, *examples: Any) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description, examples=list(examples))
+
+
+METHOD_NOT_ALLOWED = error_response(
+    "The path does not take this method; `Allow` lists the ones it takes.",
+    error_example(405, 'Method "PUT" not allowed.'),
+)
+
+
+def finish_schema(result: dict, generator: Any, request: Any, public: bool) -> dict:
+    """drf-spectacular postprocessing hook: the paths as clients spell them, and HEAD."""
+    result["paths"] = {
+        path.rstrip("/"): _with_head(operations) for path, operations in result["paths"].items()
+    }
+    return result
+
+
+def _with_head(operations: dict) -> dict:
+    """A HEAD operation beside a GET marked with ALSO_HEAD, answering the same status
+    codes and headers without a body."""
+    get = operations.get("get")
+    if not get or not get.pop(ALSO_HEAD, False):
+        return operations
+    head = {
+        **get,
+        "operationId": get["operationId"] + "_head",
+        "summary": get.get("summary", "") + " (headers only)",
+        "responses": {
+            code: {key: value for key, value in answer.items() if key != "content"}
+            for code, answer in get["responses"].items()
+        },
+    }
+    return {**operations, "head": head}
