@@ -202,7 +202,6 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "asuproject.openapi.finish_schema",
     ],
-    "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "BuildStepEnum": "builds.schema.STEPS",
         "BuildRunningEnum": "builds.schema.RUNNING",

@@ -20,7 +20,11 @@ urlpatterns = [
     path("api/v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-json"),
     path("api/v1/openapi.yaml", SpectacularYAMLAPIView.as_view(), name="openapi-yaml"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-json"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="openapi-json"), name="api-redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="openapi-json", template_name="api/redoc.html"),
+        name="api-redoc",
+    ),
     path("", include("builds.page_urls")),
     # Last: any other path under /api/ answers JSON, even with DEBUG on.
     re_path(r"^api/", api_not_found),

@@ -304,7 +304,8 @@ build_request = extend_schema(
     "`GET /api/v1/build/{request_hash}` while it is 202. The body is JSON whatever its "
     "Content-Type; unknown fields are ignored and empty values mean absent.",
     tags=[TAG],
-    request=BuildRequestSerializer,
+    # Read as JSON whatever the Content-Type says (auc sends text/json).
+    request={"application/json": BuildRequestSerializer},
     examples=CLIENT_REQUESTS,
     parameters=HEADERS,
     responses={

@@ -11,7 +11,8 @@ from builds.models import Build
 from targets.models import Target
 from tests.builds.catalogue import fail, finish, fresh_start, make_catalogue, start
 
-pytestmark = pytest.mark.django_db
+# Every answer is also checked against the OpenAPI description (tests/schema.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("documented_api")]
 
 ARCHER = {"version": "24.10.1", "target": "ath79/generic", "profile": "tplink_archer-c7-v5"}
 
