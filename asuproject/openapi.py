@@ -44,12 +44,42 @@ METHOD_NOT_ALLOWED = error_response(
 )
 
 
+# asuproject.middleware.RefuseControlCharactersMiddleware answers this before any view.
+CONTROL_CHARACTER_DETAIL = (
+    "The address holds a control character (such as %00 or %0A); "
+    "no path or query of this server has one."
+)
+
+
 def finish_schema(result: dict, generator: Any, request: Any, public: bool) -> dict:
-    """drf-spectacular postprocessing hook: the paths as clients spell them, and HEAD."""
-    result["paths"] = {
-        path.rstrip("/"): _with_head(operations) for path, operations in result["paths"].items()
-    }
+    """drf-spectacular postprocessing hook: the paths as clients spell them, the 400 of
+    an address with a control character, and HEAD."""
+    paths = {}
+    for path, operations in result["paths"].items():
+        for operation in operations.values():
+            _add_address_error(operation)
+        paths[path.rstrip("/")] = _with_head(operations)
+    result["paths"] = paths
     return result
+
+
+def _add_address_error(operation: dict) -> None:
+    """Every path and query may be refused with 400 for a control character in it."""
+    answer = operation["responses"].setdefault(
+        "400",
+        {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            "description": "",
+        },
+    )
+    answer["description"] = (
+        answer["description"] + " Also: the address holds a control character."
+    ).strip()
+    examples = answer["content"]["application/json"].setdefault("examples", {})
+    examples["ControlCharacter"] = {
+        "value": {"status": 400, "title": "Bad Request", "detail": CONTROL_CHARACTER_DETAIL},
+        "summary": "A control character in the address",
+    }
 
 
 def _with_head(operations: dict) -> dict:
