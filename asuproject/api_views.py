@@ -10,18 +10,20 @@ unexpected errors answer the contract's JSON (`api_errors.error_body`).
 """
 
 import functools
+import io
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from asuproject.api_errors import error_response
-from asuproject.input import LimitedJSONParser, MalformedJSON, parse_json
+from asuproject.input import LimitedJSONParser
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,7 @@ class AnyTypeJSONParser(LimitedJSONParser):
         body = stream.read() if stream is not None else b""
         if not body.strip():
             return {}
-        try:
-            return parse_json(body)
-        except MalformedJSON as exc:
-            raise exceptions.ParseError(str(exc)) from None
+        return super().parse(io.BytesIO(body), media_type, parser_context)
 
 
 class JsonAPIView(APIView):
@@ -91,7 +90,7 @@ class JsonAPIView(APIView):
     def handle_exception(self, exc: Exception) -> HttpResponse:
         """DRF's exceptions through `api_errors.exception_handler`; anything else is a
         fault of the server: logged, and answered as JSON rather than Django's page."""
-        if isinstance(exc, exceptions.APIException):
+        if isinstance(exc, exceptions.APIException | Http404 | PermissionDenied):
             return super().handle_exception(exc)
         log.exception("unexpected error in %s", self.__class__.__name__)
         return self.error(500, "internal server error")
