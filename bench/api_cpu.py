@@ -11,6 +11,7 @@ repeated POST answered from the request memory (the same bytes, a finished build
 """
 
 import json
+import os
 import statistics
 import time
 
@@ -20,7 +21,7 @@ from builds.models import Build
 from tests.builds.catalogue import finish, fresh_start, make_catalogue
 
 pytestmark = pytest.mark.django_db
-CALLS = 400
+CALLS = int(os.environ.get("ASU_BENCH_CALLS", "400"))
 BODY = json.dumps(
     {
         "version": "24.10.1",
