@@ -23,6 +23,7 @@ from django.shortcuts import render
 
 from asuproject.api_errors import error_response
 from asuproject.input import CONTROL_CHARACTERS
+from asuproject.openapi import CONTROL_CHARACTER_DETAIL
 from asuproject.views import MACHINE_PREFIXES
 
 NUL = re.compile("\x00")
@@ -75,10 +76,7 @@ class RefuseControlCharactersMiddleware:
 
 
 def refuse_control_characters(request: HttpRequest) -> HttpResponse:
-    detail = (
-        "The address holds a control character (such as %00 or %0A); "
-        "no path or query of this server has one."
-    )
+    detail = CONTROL_CHARACTER_DETAIL
     if for_machines(request):
         return error_response(400, detail)
     return render(request, "400.html", {"detail": detail}, status=400)

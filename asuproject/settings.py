@@ -208,6 +208,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "asuproject.openapi.finish_schema",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "BuildStepEnum": "builds.schema.STEPS",
+        "BuildRunningEnum": "builds.schema.RUNNING",
+    },
 }
 
 # Celery: Redis or RabbitMQ in production; by default a broker in a SQLite file.

@@ -1,7 +1,14 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from drf_spectacular.views import (
+    SpectacularJSONAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+    SpectacularYAMLAPIView,
+)
 
 from asuproject.admin import set_up_site
+from asuproject.views import api_not_found
 
 set_up_site(admin.site)
 
@@ -12,7 +19,19 @@ urlpatterns = [
     path("", include("targets.urls")),
     path("", include("builds.stats_urls")),
     path("", include("builds.urls")),
+    # The OpenAPI description of the API, and two readers of it served from local files;
+    # after the API itself, which is asked far more often.
+    path("api/v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-json"),
+    path("api/v1/openapi.yaml", SpectacularYAMLAPIView.as_view(), name="openapi-yaml"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-json"), name="api-docs"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="openapi-json", template_name="api/redoc.html"),
+        name="api-redoc",
+    ),
     path("", include("builds.page_urls")),
+    # Last: any other path under /api/ answers JSON, even with DEBUG on.
+    re_path(r"^api/", api_not_found),
 ]
 
 handler404 = "asuproject.views.not_found"

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from asuproject.input import MAX_PACKAGES, PACKAGE_RE, name_field, target_field
@@ -43,6 +44,9 @@ def _text(value: Any, invalid: str = "Not a valid string.") -> str:
     return text
 
 
+@extend_schema_field(
+    {"type": "array", "items": {"type": "string", "maxLength": MAX_NAME_LENGTH}, "nullable": True}
+)
 class PackageListField(serializers.Field):
     """A list of package names, checked in one loop rather than by one DRF field per
     name: a router sends 150 names and more, and DRF's per-field machinery would dominate.
@@ -82,6 +86,9 @@ class PackageListField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {"type": "object", "additionalProperties": {"type": "string"}, "nullable": True}
+)
 class PackageVersionsField(serializers.Field):
     """{package name: expected version}; the values are checked here in one loop, the
     names by `validate_packages_versions`."""

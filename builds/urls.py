@@ -18,6 +18,4 @@ urlpatterns = [
     ),
     re_path(r"^api/v1/signing-key/?$", signing.public_key_view, name="api-signing-key"),
     path("store/<path:name>", store.serve, name="store"),
-    # Last of the /api/ routes: an unknown API path answers JSON even with DEBUG on.
-    re_path(r"^api/", views.api_not_found),
 ]

@@ -4,27 +4,27 @@ GET /api/v1/build-errors.
 Every answer is JSON with an integer `status` equal to the HTTP code and a string
 `detail`; the build endpoints also carry `X-Imagebuilder-Status` and `X-Queue-Position`.
 
-Plain Django views, not DRF's: these are the busiest requests of the server, and DRF's
-request wrapping, content negotiation and rendering cost more than the work itself. The
-serializer still checks the shape of new requests. A finished build's answer is rendered
-once per process and served as bytes until the build expires (`builds.memory`).
+DRF views without DRF's per-request work (`asuproject.api_views.JsonAPIView`): these are
+the busiest requests of the server. The bytes of a request answered before skip parsing
+and the serializer; a finished build's answer is rendered once per process and served as
+bytes until the build expires (`builds.memory`). The OpenAPI description of each view is
+in `builds.schema`.
 """
 
 import logging
-from typing import Any
 
 import django.db
 import kombu.exceptions
 import redis
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
-from django.views import View
-from django.views.decorators.csrf import csrf_exempt
+from django.http import HttpResponse
+from rest_framework.exceptions import ParseError
+from rest_framework.request import Request
 
 from asuproject.api_errors import error_response, flatten_errors
-from asuproject.input import MalformedJSON, parse_json
+from asuproject.api_views import AnyTypeJSONParser, JsonAPIView
+from builds import schema
 from builds.answers import (
-    INTERNAL_ERROR,
     NOT_FOUND,
     encode,
     error_answer,
@@ -61,43 +61,24 @@ def unavailable_detail(exc: Exception) -> str:
     return f"Temporarily unavailable: {service}. Please try again in a moment"
 
 
-class Malformed(Exception):
-    """A body that is not JSON: 422."""
+class BuildEndpoint(JsonAPIView):
+    """Errors with the build headers, and 503 when a service the server needs is down."""
 
+    def error(self, status: int, detail: str, title: str | None = None) -> HttpResponse:
+        return respond(error_answer(status, detail, title))
 
-class JsonEndpoint(View):
-    """JSON in and out, no CSRF (no cookies are involved), and JSON even for wrong
-    methods and unexpected errors: clients parse every answer."""
-
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Any:
-        return csrf_exempt(super().as_view(**initkwargs))
-
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return super().dispatch(request, *args, **kwargs)
-        except INFRASTRUCTURE_ERRORS as exc:
+    def handle_exception(self, exc: Exception) -> HttpResponse:
+        if isinstance(exc, INFRASTRUCTURE_ERRORS):
             log.warning("%s: service unavailable: %r", self.__class__.__name__, exc)
             return respond(unavailable(unavailable_detail(exc)))
-        except Exception:
-            log.exception("unexpected error in %s", self.__class__.__name__)
-            return respond(INTERNAL_ERROR)
-
-    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-        response = respond(error_answer(405, f'Method "{request.method}" not allowed.'))
-        response["Allow"] = ", ".join(self._allowed_methods())
-        return response
-
-    def options(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        # Preflights are answered by the CORS middleware; a bare OPTIONS lists the methods.
-        allowed = ", ".join(self._allowed_methods())
-        response = respond(error_answer(200, f"allowed methods: {allowed}", title="OK"))
-        response["Allow"] = allowed
-        return response
+        return super().handle_exception(exc)
 
 
-class BuildView(JsonEndpoint):
-    def post(self, request: HttpRequest) -> HttpResponse:
+class BuildView(BuildEndpoint):
+    parser_classes = [AnyTypeJSONParser]
+
+    @schema.build_request
+    def post(self, request: Request) -> HttpResponse:
         """A request seen before takes the shortcut (one query); a new one is checked by
         the serializer and the catalogue, then found or queued."""
         try:
@@ -110,9 +91,9 @@ class BuildView(JsonEndpoint):
         found = known_build(None, shortcut) if shortcut else None
         if found is None:
             try:
-                raw = json_body(body)
-            except Malformed as exc:
-                return respond(error_answer(422, f"Malformed request: {exc}"))
+                raw = request.data
+            except ParseError as exc:
+                return respond(error_answer(422, f"Malformed request: {exc.detail}"))
             shortcut = shortcut_key(raw)
             found = known_build(raw, shortcut)
         if found is None:
@@ -133,8 +114,9 @@ class BuildView(JsonEndpoint):
         return respond(status_answer(found))
 
 
-class BuildStatusView(JsonEndpoint):
-    def get(self, request: HttpRequest, request_hash: str) -> HttpResponse:
+class BuildStatusView(BuildEndpoint):
+    @schema.build_status
+    def get(self, request: Request, request_hash: str) -> HttpResponse:
         """GET and HEAD: no query for a finished build this process answered before,
         one for any other (two while queued, for the position)."""
         answer = memory.finished_answer(request_hash)
@@ -144,8 +126,9 @@ class BuildStatusView(JsonEndpoint):
         return respond(answer)
 
 
-class StatsView(JsonEndpoint):
-    def get(self, request: HttpRequest) -> HttpResponse:
+class StatsView(BuildEndpoint):
+    @schema.stats
+    def get(self, request: Request) -> HttpResponse:
         count = Build.objects.queued().count()
         return HttpResponse(encode({"queue_length": count}), content_type="application/json")
 
@@ -154,8 +137,9 @@ ERROR_LOG_DEFAULT = 100
 ERROR_LOG_MAX = 1000
 
 
-class BuildErrorsView(JsonEndpoint):
-    def get(self, request: HttpRequest) -> HttpResponse:
+class BuildErrorsView(BuildEndpoint):
+    @schema.build_errors
+    def get(self, request: Request) -> HttpResponse:
         """GET /api/v1/build-errors?n=100: the latest failures as plain text."""
         count = request.GET.get("n", str(ERROR_LOG_DEFAULT))
         if not count.isdigit() or not 1 <= int(count) <= ERROR_LOG_MAX:
@@ -164,20 +148,3 @@ class BuildErrorsView(JsonEndpoint):
             )
         text = Build.objects.error_log(int(count))
         return HttpResponse(text + "\n", content_type="text/plain; charset=utf-8")
-
-
-@csrf_exempt
-def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    """Any other path under /api/: JSON, even with DEBUG on."""
-    return error_response(404, f"not found: {request.path}")
-
-
-def json_body(body: bytes) -> Any:
-    """The request body as JSON, whatever Content-Type it came with (auc sends text/json),
-    within `parse_json`'s limits on depth, numbers and strings."""
-    if not body.strip():
-        return {}
-    try:
-        return parse_json(body)
-    except MalformedJSON as exc:
-        raise Malformed(str(exc)) from None

@@ -18,8 +18,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from django.views.decorators.http import require_safe
 
+from asuproject.api_views import safe_methods_only
 from asuproject.lib.prepared import fetch_prepared
 from packages.changes import published_changes
 from packages.models import Package, PackageChange, PackageIndex
@@ -152,17 +152,17 @@ def _overview() -> dict:
     }
 
 
-@require_safe
+@safe_methods_only
 def overview(request: HttpRequest) -> HttpResponse:
     return _catalogue_document("overview", _overview)
 
 
-@require_safe
+@safe_methods_only
 def branches(request: HttpRequest) -> HttpResponse:
     return _catalogue_document("branches", catalogue_branches)
 
 
-@require_safe
+@safe_methods_only
 def latest(request: HttpRequest) -> HttpResponse:
     return _catalogue_document("latest", lambda: {"latest": latest_versions(catalogue_branches())})
 
@@ -215,7 +215,7 @@ def _locate_version_sql() -> str:
     )
 
 
-@require_safe
+@safe_methods_only
 def target_index(request: HttpRequest, directory: str, target: str, subtarget: str) -> HttpResponse:
     """index.json of a target: its own packages and kmods, {name: version}.
 
@@ -241,7 +241,7 @@ def target_index(request: HttpRequest, directory: str, target: str, subtarget: s
     return HttpResponse(body, content_type="application/json")
 
 
-@require_safe
+@safe_methods_only
 def arch_index(request: HttpRequest, directory: str, arch: str) -> HttpResponse:
     """{arch}-index.json: the packages of every feed of an architecture, {name: version}.
     As index.json: one prepared query finds the version, the document comes from the cache."""

@@ -5,19 +5,12 @@ list before asking for it. Errors answer like the build API: integer `status` an
 `detail` that says what was wrong.
 """
 
-from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from asuproject.input import (
-    MAX_PACKAGES,
-    PACKAGE_RE,
-    LimitedJSONParser,
-    name_field,
-    pattern_field,
-    target_field,
-)
+from asuproject.api_views import JsonAPIView
+from asuproject.input import LimitedJSONParser
+from packages import schema
 from packages.changes import (
     UnknownScope,
     apply_package_changes,
@@ -26,6 +19,7 @@ from packages.changes import (
     rules_in_effect,
 )
 from packages.models import Package, without_abi_suffixes
+from packages.serializers import ApplySerializer
 
 
 def _bad_request(detail: str) -> Response:
@@ -40,13 +34,14 @@ def _names(version, target, profile) -> dict:
     }
 
 
-class PackageChangesView(APIView):
+class PackageChangesView(JsonAPIView):
     """GET /api/v1/package-changes?version=&target=&profile=
 
     The enabled rules in effect for a version, narrowed to a target and a profile when
     given; without a version, every enabled rule.
     """
 
+    @schema.rules_in_effect
     def get(self, request: Request) -> Response:
         version = request.query_params.get("version", "").strip()
         target = request.query_params.get("target", "").strip()
@@ -64,20 +59,7 @@ class PackageChangesView(APIView):
         return Response({**_names(*scope), "package_changes": [r.as_dict() for r in rules]})
 
 
-class ApplySerializer(serializers.Serializer):
-    """The names as a build request spells them, matched whole."""
-
-    version = name_field(32)
-    target = target_field()
-    profile = name_field(128, required=False, allow_blank=True, default="")
-    packages = serializers.ListField(
-        child=pattern_field(PACKAGE_RE, "is not a valid package name.", max_length=200),
-        default=list,
-        max_length=MAX_PACKAGES,
-    )
-
-
-class ApplyView(APIView):
+class ApplyView(JsonAPIView):
     """POST /api/v1/package-changes/apply {version, target, profile, packages}
 
     A dry run: the package list with the rules applied, and the rules that fired.
@@ -86,6 +68,7 @@ class ApplyView(APIView):
     # Depth, number and string limits: a hostile body is a 422, not a RecursionError.
     parser_classes = [LimitedJSONParser]
 
+    @schema.dry_run
     def post(self, request: Request) -> Response:
         serializer = ApplySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

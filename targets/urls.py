@@ -17,7 +17,7 @@ urlpatterns = [
     ),
     path(
         "api/v1/revision/<str:version>/<str:target>/<str:subtarget>",
-        views.revision,
+        views.RevisionView.as_view(),
         name="revision",
     ),
     path("api/v1/overview", views.redirect_to(OVERVIEW)),

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
-from django.views.decorators.http import require_safe
+from rest_framework.request import Request
 
 from asuproject.api_errors import error_body
+from asuproject.api_views import JsonAPIView, safe_methods_only
+from targets import schema
 from targets.models import Profile, Target, Version
 
 
@@ -72,7 +74,7 @@ def profile_document(target: Target, profile: Profile) -> dict:
     }
 
 
-@require_safe
+@safe_methods_only
 def profile_json(
     request: HttpRequest, directory: str, target: str, subtarget: str, profile: str
 ) -> HttpResponse:
@@ -89,28 +91,30 @@ def profile_json(
     )
 
 
-@require_safe
-def revision(request: HttpRequest, version: str, target: str, subtarget: str) -> HttpResponse:
-    """The revision of a version's target: {"revision": "r28427-6df0e3d02a"}."""
-    name = f"{target}/{subtarget}"
-    code = (
-        Target.objects.filter(version__name=version, version__branch__enabled=True, name=name)
-        .values_list("version_code", flat=True)
-        .first()
-    )
-    if code is not None:
-        return json_response({"revision": code})
-    if not Version.objects.filter(name=version, branch__enabled=True).exists():
-        return json_error(400, "Bad Request", f"Unsupported version: {version}")
-    return json_error(
-        400, "Bad Request", f"Unsupported target: {name}. Version {version} does not offer it."
-    )
+class RevisionView(JsonAPIView):
+    @schema.revision
+    def get(self, request: Request, version: str, target: str, subtarget: str) -> HttpResponse:
+        """The revision of a version's target: {"revision": "r28427-6df0e3d02a"}."""
+        name = f"{target}/{subtarget}"
+        code = (
+            Target.objects.filter(version__name=version, version__branch__enabled=True, name=name)
+            .values_list("version_code", flat=True)
+            .first()
+        )
+        if code is not None:
+            return json_response({"revision": code})
+        if not Version.objects.filter(name=version, branch__enabled=True).exists():
+            return json_error(400, "Bad Request", f"Unsupported version: {version}")
+        return json_error(
+            400, "Bad Request", f"Unsupported target: {name}. Version {version} does not offer it."
+        )
 
 
 def redirect_to(path: str) -> Callable[[HttpRequest], HttpResponse]:
-    """A permanent redirect for the paths older clients use."""
+    """A permanent redirect for the paths older clients use; other methods than GET and
+    HEAD answer a JSON 405."""
 
-    @require_safe
+    @safe_methods_only
     def view(request: HttpRequest) -> HttpResponse:
         return HttpResponsePermanentRedirect(path)
 

@@ -221,3 +221,19 @@ def _wait_until_ready(log: Path, worker: subprocess.Popen, timeout: float = 60) 
             return
         time.sleep(0.2)
     raise RuntimeError(f"celery worker not ready after {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def documented_api(client, monkeypatch) -> None:
+    """Check every answer the test client gets against the API's OpenAPI description
+    (tests/schema.py)."""
+    from tests.schema import assert_documented
+
+    send = client.request
+
+    def checked(**request):
+        response = send(**request)
+        assert_documented(response)
+        return response
+
+    monkeypatch.setattr(client, "request", checked)

@@ -1,6 +1,11 @@
 """A bounded fuzz run: arbitrary bodies, path segments and Range headers against the machine
 paths, through Django's test client. None may answer 5xx, and every 4xx there is JSON with
-an integer `status` and a string `detail`."""
+an integer `status` and a string `detail`.
+
+tests/test_schema_fuzz.py fuzzes every API operation from its OpenAPI description; this
+keeps what a description cannot say: NaN, numbers of 80 digits and bytes that are not
+JSON at all, hostile path segments (the json/v1 documents and /store too) and Range
+headers."""
 
 import json
 from urllib.parse import quote

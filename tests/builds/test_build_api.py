@@ -11,7 +11,8 @@ from builds.models import Build
 from targets.models import Target
 from tests.builds.catalogue import fail, finish, fresh_start, make_catalogue, start
 
-pytestmark = pytest.mark.django_db
+# Every answer is also checked against the OpenAPI description (tests/schema.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("documented_api")]
 
 ARCHER = {"version": "24.10.1", "target": "ath79/generic", "profile": "tplink_archer-c7-v5"}
 
@@ -489,6 +490,31 @@ def test_wrong_methods_and_unknown_api_paths_answer_json(client):
     for response in (unknown, post_unknown):
         assert response.status_code == 404
         assert response.json()["status"] == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/build/abc",
+        "/api/v1/stats",
+        "/api/v1/build-errors",
+        "/api/v1/revision/24.10.1/ath79/generic",
+        "/api/v1/package-changes",
+        "/json/v1/overview.json",
+        "/json/v1/releases/24.10.1/targets/ath79/generic/index.json",
+        "/api/v1/overview",
+        "/api/v1/latest",
+        "/overview",
+    ],
+)
+def test_a_wrong_method_is_a_json_405_everywhere(client, path):
+    response = client.delete(path)
+
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["status"] == 405
+    assert response.json()["detail"] == 'Method "DELETE" not allowed.'
+    assert "GET" in response["Allow"]
 
 
 def test_every_answer_is_json_even_when_the_server_breaks(client, monkeypatch):

@@ -24,6 +24,8 @@ from tests.builds.catalogue import (
     start,
 )
 
+# Every answer is also checked against the OpenAPI description (tests/schema.py).
+pytestmark = pytest.mark.usefixtures("documented_api")
 ORIGIN = "https://firmware-selector.openwrt.org"
 STEPS = {
     "init",

@@ -8,7 +8,8 @@ import pytest
 from builds.models import Build
 from tests.builds.catalogue import make_build
 
-pytestmark = pytest.mark.django_db
+# Every answer is also checked against the OpenAPI description (tests/schema.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("documented_api")]
 
 
 def failed(n: int, finished_at: datetime, detail: str, **fields) -> Build:

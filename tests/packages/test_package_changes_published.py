@@ -8,7 +8,8 @@ from packages.models import PackageChange
 from targets.models import Branch
 from tests.packages.rules import rule, scope
 
-pytestmark = pytest.mark.django_db
+# Every answer is also checked against the OpenAPI description (tests/schema.py).
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("documented_api")]
 
 # openwrt/asu's package_changes_list, as it publishes it.
 ASU_CHANGES = [
