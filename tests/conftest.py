@@ -19,6 +19,7 @@ from django.db import connection
 
 from asuproject.celery import app as celery_app
 from asuproject.storage import is_local
+from tally import counting
 from tests.fixtures.mirror import build_mirror
 from tests.fixtures.serve import serve_directory
 
@@ -59,6 +60,18 @@ def tmp_path(tmp_path: Path) -> Path:
                 break
             folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
     return tmp_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_counts_left_at_exit() -> Iterator[None]:
+    """The WSGI module (which the live server loads) turns on the background writer of
+    request counts; in tests it stays off: they write counts themselves, and a thread
+    writing between (or after) tests would reach other tests' or the real database."""
+    import_module(django_settings.WSGI_APPLICATION.rsplit(".", 1)[0])
+    counting.flush_every(0)
+    yield
+    counting.flush_every(0)
+    counting.clear()
 
 
 @pytest.fixture(scope="session")
