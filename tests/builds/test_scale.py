@@ -350,6 +350,14 @@ def test_a_build_costs_the_writes_and_messages_the_readme_counts(upstream, db, c
     for done in (row, warm_row):
         done.refresh_from_db()
         assert done.status == "done", done.detail
-    # The claim, one per step clients see (download and unpack only when cold), the result.
-    assert writes(cold) == ["UPDATE builds_build"] * 9
-    assert writes(warm) == ["UPDATE builds_build"] * 7
+    # The claim, one per step clients see (download and unpack only when cold), the result
+    # and, in its transaction, the statistics: one statement per table. Cold, the download
+    # is counted too.
+    counts = ["INSERT tally_dailycount", "INSERT tally_total"]
+    assert writes(cold) == [
+        *["UPDATE builds_build"] * 2,
+        "INSERT tally_total",
+        *["UPDATE builds_build"] * 7,
+        *counts,
+    ]
+    assert writes(warm) == ["UPDATE builds_build"] * 7 + counts
