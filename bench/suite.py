@@ -38,7 +38,7 @@ class Options:
     seconds: float  # length of one load run
     quick: bool
     profile: bool  # py-spy flame graphs of the hot paths (bench/profile.py)
-    only: str = ""  # "workers": the sync and figure 8 alone
+    only: str = ""  # "workers": the sync and figure 8 alone; "checks": sync, 4. and 4b.
 
 
 def say(text: str) -> None:
@@ -517,7 +517,11 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--runs", type=int, help="runs per load figure (default 5; quick 1)")
     parser.add_argument("--seconds", type=float, help="seconds per load run (default 5)")
     parser.add_argument(
-        "--only", choices=["workers"], default="", help="workers: figure 8 alone (and the sync)"
+        "--only",
+        choices=["workers", "checks"],
+        default="",
+        help="workers: figure 8 alone; checks: validation and the upgrade check alone "
+        "(each after the sync)",
     )
     parser.add_argument("--profile", action="store_true",
                         help="also py-spy flame graphs of the hot paths, in var/bench/profiles")  # fmt: skip
@@ -597,6 +601,13 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
         client = Client(server.url)
         packages = installed_packages(catalogue, 150)
         standin = StandIn(catalogue, VAR / "standin")
+        if opts.only == "checks":
+            hit = build_request(packages)
+            client.build(hit)  # validation times a cache hit
+            client.close()
+            figures += bench_validation(hit, opts, server.url)
+            figures += bench_upgrade_check(packages, opts)
+            return figures, db_kind, broker_kind
         if opts.only != "workers":
             figures += bench_builds(client, opts, packages, standin)
         figures += bench_workers(client, server, opts, packages)
