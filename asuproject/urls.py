@@ -31,7 +31,7 @@ urlpatterns = [
     ),
     path("", include("builds.page_urls")),
     # Last: any other path under /api/ answers JSON, even with DEBUG on.
-    re_path(r"^api/", api_not_found),
+    re_path(r"^api/", api_not_found, name="api-not-found"),
 ]
 
 handler404 = "asuproject.views.not_found"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from django.conf import settings
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
+from django.urls import ResolverMatch
 from django.views.decorators.http import require_safe
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -69,7 +70,7 @@ class CountRequestsMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         match = request.resolver_match
-        endpoint = match.view_name if match else NO_VIEW
+        endpoint = endpoint_label(match)
         method = request.method if request.method in METHODS else "other"
         status = response.status_code
         labels = (("endpoint", endpoint), ("method", method), ("status", status))
@@ -81,6 +82,14 @@ class CountRequestsMiddleware:
             totals += build_totals
         add(daily, totals)
         return response
+
+
+def endpoint_label(match: ResolverMatch | None) -> str:
+    """The URL name of the route that answered, or its pattern when it has none: a label
+    that stays the same when a view moves or is renamed."""
+    if match is None:
+        return NO_VIEW
+    return match.view_name if match.url_name else match.route
 
 
 def _body(request: HttpRequest) -> bytes:

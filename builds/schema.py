@@ -416,3 +416,29 @@ build_errors = extend_schema(
         405: METHOD_NOT_ALLOWED,
     },
 )
+
+signing_key = extend_schema(
+    operation_id="signing_key",
+    summary="The public key the images are signed with",
+    description="A usign public key file, to be saved on the router as "
+    "/etc/opkg/keys/<fingerprint> (the `X-Key-Fingerprint` header).",
+    tags=[TAG],
+    responses={
+        (200, "text/plain"): OpenApiResponse(
+            OpenApiTypes.STR,
+            examples=[
+                OpenApiExample(
+                    "Key",
+                    value="untrusted comment: ASU signing key\nRWQ...\n",
+                    response_only=True,
+                )
+            ],
+        ),
+        404: error_response(
+            "This server signs no images.",
+            error_example(404, "This server does not sign images: it has no signing key"),
+        ),
+        405: METHOD_NOT_ALLOWED,
+    },
+    extensions={ALSO_HEAD: True},
+)

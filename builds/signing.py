@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 
 from asuproject.api_errors import error_response
 from asuproject.lib import usign
@@ -63,9 +63,9 @@ def signing_key() -> usign.SecretKey | None:
     return usign.read_secret_key(text) if text else None
 
 
-def public_key_view(request: HttpRequest) -> HttpResponse:
-    """GET /api/v1/signing-key: the public key routers trust, as a usign key file, to be
-    saved as /etc/opkg/keys/<fingerprint>."""
+def public_key_response() -> HttpResponse:
+    """The body of GET /api/v1/signing-key (`builds.views.SigningKeyView`): the public key
+    routers trust, as a usign key file, to be saved as /etc/opkg/keys/<fingerprint>."""
     key = signing_key()
     if key is None:
         return error_response(404, "This server does not sign images: it has no signing key")

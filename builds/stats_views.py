@@ -9,19 +9,17 @@ is a 422 whose `detail` says which and why.
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from builds import charts, stats
+from asuproject.api_views import JsonAPIView
+from builds import charts, stats, stats_schema
+from builds.stats_schema import TOP_DEFAULT, TOP_MAX
 from tally.counting import flush
 
 Kind = stats.Kind
-TOP_DEFAULT = 10
-TOP_MAX = 100
 
 
 class BranchQuery(serializers.Serializer):
@@ -42,35 +40,7 @@ def _query(request: Request, serializer_class: type[serializers.Serializer]) -> 
     return query.validated_data
 
 
-def _series_schema(name: str) -> serializers.Serializer:
-    dataset = inline_serializer(
-        f"{name}Dataset",
-        {
-            "label": serializers.CharField(),
-            "data": serializers.ListField(child=serializers.FloatField(allow_null=True)),
-        },
-    )
-    return inline_serializer(
-        name, {"labels": serializers.ListField(child=serializers.CharField()), "datasets": dataset}
-    )
-
-
-def _top_schema(name: str, key: str) -> serializers.Serializer:
-    row = inline_serializer(
-        f"{name}Row", {"name": serializers.CharField(), "count": serializers.IntegerField()}
-    )
-    return inline_serializer(name, {key: serializers.ListField(child=row)})
-
-
-N_PARAMETER = OpenApiParameter(
-    "n", OpenApiTypes.INT, description=f"how many, 1 to {TOP_MAX} (default {TOP_DEFAULT})"
-)
-BRANCH_PARAMETER = OpenApiParameter(
-    "branch", OpenApiTypes.STR, description="only this branch, e.g. 24.10"
-)
-
-
-class StatsView(APIView):
+class StatsView(JsonAPIView):
     """A statistics endpoint: this process's counts are written first, so they are in."""
 
     def initial(self, request: Request, *args, **kwargs) -> None:
@@ -79,80 +49,41 @@ class StatsView(APIView):
 
 
 class SummaryView(StatsView):
-    @extend_schema(
-        summary="Queue length and builds of the last 24 hours (as openwrt/asu)",
-        responses=inline_serializer(
-            "StatsSummary",
-            {"queue_length": serializers.IntegerField(), "builds_24h": serializers.IntegerField()},
-        ),
-    )
+    @stats_schema.summary
     def get(self, request: Request) -> Response:
         return Response(stats.summary())
 
 
 class BuildsPerDayView(StatsView):
-    @extend_schema(
-        summary="Build requests, cache hits and failed builds per day, last 30 days",
-        responses=_series_schema("BuildsPerDay"),
-    )
+    @stats_schema.builds_per_day
     def get(self, request: Request) -> Response:
         return Response(stats.builds_per_day())
 
 
 class BuildsByVersionView(StatsView):
-    @extend_schema(
-        summary="Builds per week for 26 weeks, by branch, or by version of `branch`",
-        parameters=[BRANCH_PARAMETER],
-        responses=_series_schema("BuildsByVersion"),
-    )
+    @stats_schema.builds_by_version
     def get(self, request: Request) -> Response:
         query = _query(request, BranchQuery)
         return Response(stats.builds_by_version(query.get("branch")))
 
 
 class CacheHitRateView(StatsView):
-    @extend_schema(
-        summary="Share of build requests answered by a finished image, percent per day",
-        responses=_series_schema("CacheHitRate"),
-    )
+    @stats_schema.cache_hit_rate
     def get(self, request: Request) -> Response:
         return Response(stats.cache_hit_rate())
 
 
 class BuildDurationsView(StatsView):
-    @extend_schema(
-        summary="Median and 90th percentile build duration per target, last 30 days",
-        responses=inline_serializer(
-            "BuildDurations",
-            {
-                "targets": serializers.ListField(
-                    child=inline_serializer(
-                        "BuildDurationsRow",
-                        {
-                            "target": serializers.CharField(),
-                            "builds": serializers.IntegerField(),
-                            "median": serializers.FloatField(allow_null=True),
-                            "p90": serializers.FloatField(allow_null=True),
-                        },
-                    )
-                )
-            },
-        ),
-    )
+    @stats_schema.build_durations
     def get(self, request: Request) -> Response:
         return Response({"targets": stats.build_durations()})
 
 
 def top_view(kind: str, key: str, title: str, with_branch: bool = False) -> type[StatsView]:
     """The view of one top list of the last 30 days: `{key: [{name, count}]}`."""
-    parameters = [N_PARAMETER, BRANCH_PARAMETER] if with_branch else [N_PARAMETER]
 
     class TopView(StatsView):
-        @extend_schema(
-            summary=title,
-            parameters=parameters,
-            responses=_top_schema(f"Top{key.title().replace('_', '')}", key),
-        )
+        @stats_schema.top(key, title, with_branch, with_target=kind == Kind.PROFILES)
         def get(self, request: Request) -> Response:
             query = _query(request, TopQuery)
             branch = query.get("branch") if with_branch else None
@@ -170,6 +101,17 @@ TopTargetsView = top_view(Kind.TARGETS, "targets", "Targets built most, last 30 
 TopProfilesView = top_view(Kind.PROFILES, "profiles", "Profiles built most, last 30 days")
 ClientsView = top_view(Kind.CLIENTS, "clients", "Build requests by client, last 30 days")
 FailureReasonsView = top_view(Kind.FAILURES, "failure_reasons", "Why builds failed, last 30 days")
+
+
+def asu_path(view: type[StatsView], operation_id: str) -> type[StatsView]:
+    """`view` again for openwrt/asu's own path, described under its own operation id."""
+    alias = type(f"Asu{view.__name__}", (view,), {})
+    return extend_schema_view(get=extend_schema(operation_id=operation_id))(alias)
+
+
+AsuBuildsPerDayView = asu_path(BuildsPerDayView, "builds_per_day")
+AsuBuildsByVersionView = asu_path(BuildsByVersionView, "builds_by_version")
+AsuTopPackagesView = asu_path(TopPackagesView, "top_packages")
 
 
 @require_safe

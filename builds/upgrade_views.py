@@ -13,10 +13,11 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from asuproject.api_errors import error_body, flatten_errors
+from asuproject.api_views import JsonAPIView
 from asuproject.input import MAX_PACKAGES, PACKAGE_RE, LimitedJSONParser, name_field, target_field
+from asuproject.openapi import METHOD_NOT_ALLOWED, error_example, error_response
 from builds.serializers import MAX_NAME_LENGTH, PackageVersionsField
 from builds.upgrade import UpgradeCheckRejected, parse_board, parse_installed, upgrade_check
 
@@ -63,6 +64,86 @@ class UpgradeCheckSerializer(serializers.Serializer):
             if len(name) > MAX_NAME_LENGTH or not PACKAGE_RE.fullmatch(name) or name[0] in "+-":
                 raise serializers.ValidationError(f"{name!r} is not a valid package name.")
         return value
+
+
+def _text(**kwargs) -> serializers.CharField:
+    return serializers.CharField(**kwargs)
+
+
+def _names() -> serializers.ListField:
+    return serializers.ListField(child=serializers.CharField())
+
+
+class PackageChangeSerializer(serializers.Serializer):
+    name = _text()
+    from_ = _text(help_text="The installed version.")
+    to = _text(help_text="The candidate's version.")
+    change = serializers.ChoiceField(["upgrade", "downgrade"])
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")  # a Python keyword
+        return fields
+
+
+class WhySerializer(serializers.Serializer):
+    """Why a package comes or goes: a default or device package, or a rule."""
+
+    name = _text()
+    reason = serializers.ChoiceField(["default", "device", "rule"])
+    rule = serializers.IntegerField(required=False, help_text="The rule's id (reason `rule`).")
+    note = _text(required=False, allow_blank=True)
+    version = _text(allow_null=True, required=False)
+
+
+class AddedSerializer(WhySerializer):
+    replaces = _text(allow_null=True, required=False, help_text="The package it replaces.")
+
+
+class RemovedSerializer(WhySerializer):
+    replaced_by = _text(allow_null=True, required=False)
+
+
+class BuildBodySerializer(serializers.Serializer):
+    version = _text()
+    target = _text()
+    profile = _text()
+    packages = _names()
+    diff_packages = serializers.BooleanField()
+
+
+class CandidateSerializer(serializers.Serializer):
+    """One candidate version; an unsupported one has only version, branch, supported,
+    detail and up_to_date."""
+
+    version = _text()
+    branch = _text()
+    supported = serializers.BooleanField(help_text="False: the version has no image for it.")
+    up_to_date = serializers.BooleanField()
+    detail = _text(allow_blank=True, help_text="Why it cannot be built, when it cannot.")
+    version_code = _text(required=False, allow_null=True)
+    version_changed = serializers.BooleanField(required=False)
+    revision_changed = serializers.BooleanField(required=False)
+    profile = _text(required=False)
+    buildable = serializers.BooleanField(required=False)
+    packages = serializers.ListField(child=serializers.CharField(), required=False)
+    package_changes_applied = serializers.ListField(
+        child=serializers.DictField(), required=False, help_text="The rules that fired."
+    )
+    changed = PackageChangeSerializer(many=True, required=False)
+    added = AddedSerializer(many=True, required=False)
+    removed = RemovedSerializer(many=True, required=False)
+    unavailable = serializers.ListField(child=serializers.CharField(), required=False)
+    build_request = BuildBodySerializer(required=False, help_text="POST it to /api/v1/build.")
+
+
+class UpgradeCheckAnswerSerializer(serializers.Serializer):
+    version = _text()
+    version_code = _text(allow_null=True)
+    target = _text()
+    profile = _text()
+    up_to_date = serializers.BooleanField()
+    upgrades = CandidateSerializer(many=True)
 
 
 EXAMPLE_REQUEST = {
@@ -138,7 +219,7 @@ EXAMPLE_ANSWER = {
 }
 
 
-class UpgradeCheckView(APIView):
+class UpgradeCheckView(JsonAPIView):
     """POST /api/v1/upgrade-check: what upgrading would change, before anything is built."""
 
     # Depth, number and string limits: a hostile body is a 422, not a RecursionError.
@@ -159,9 +240,18 @@ class UpgradeCheckView(APIView):
         ),
         request=UpgradeCheckSerializer,
         responses={
-            200: OpenApiResponse(description="The check, per candidate version."),
-            400: OpenApiResponse(description="A version the server does not offer."),
-            422: OpenApiResponse(description="A malformed request; `detail` says what."),
+            200: OpenApiResponse(
+                UpgradeCheckAnswerSerializer, description="The check, per candidate version."
+            ),
+            400: error_response(
+                "A version or target the server does not offer.",
+                error_example(400, "24.10.9 is not a version this server builds"),
+            ),
+            422: error_response(
+                "A malformed request; `detail` says what.",
+                error_example(422, "installed: This field is required."),
+            ),
+            405: METHOD_NOT_ALLOWED,
         },
         examples=[
             OpenApiExample("A 24.10 router", value=EXAMPLE_REQUEST, request_only=True),

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from builds import signing, store, upgrade_views, views
+from builds import store, upgrade_views, views
 
 urlpatterns = [
     re_path(r"^api/v1/build/?$", views.BuildView.as_view(), name="api-build"),
@@ -16,6 +16,6 @@ urlpatterns = [
         upgrade_views.UpgradeCheckView.as_view(),
         name="api-upgrade-check",
     ),
-    re_path(r"^api/v1/signing-key/?$", signing.public_key_view, name="api-signing-key"),
+    re_path(r"^api/v1/signing-key/?$", views.SigningKeyView.as_view(), name="api-signing-key"),
     path("store/<path:name>", store.serve, name="store"),
 ]

@@ -23,7 +23,7 @@ from rest_framework.request import Request
 
 from asuproject.api_errors import error_response, flatten_errors
 from asuproject.api_views import AnyTypeJSONParser, JsonAPIView
-from builds import schema
+from builds import schema, signing
 from builds.answers import (
     NOT_FOUND,
     encode,
@@ -148,3 +148,9 @@ class BuildErrorsView(BuildEndpoint):
             )
         text = Build.objects.error_log(int(count))
         return HttpResponse(text + "\n", content_type="text/plain; charset=utf-8")
+
+
+class SigningKeyView(JsonAPIView):
+    @schema.signing_key
+    def get(self, request: Request) -> HttpResponse:
+        return signing.public_key_response()

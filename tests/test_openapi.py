@@ -11,6 +11,8 @@ from openapi_spec_validator import validate
 
 from tests.schema import assert_documented, openapi_document
 
+STATS_CHARTS = """builds-per-day builds-by-version cache-hit-rate build-durations versions
+    targets profiles packages clients failure-reasons""".split()
 API_PATHS = {
     "/api/v1/build": {"post"},
     "/api/v1/build/{request_hash}": {"get", "head"},
@@ -19,6 +21,14 @@ API_PATHS = {
     "/api/v1/revision/{version}/{target}/{subtarget}": {"get"},
     "/api/v1/package-changes": {"get"},
     "/api/v1/package-changes/apply": {"post"},
+    "/api/v1/upgrade-check": {"post"},
+    "/api/v1/signing-key": {"get", "head"},
+    # openwrt/asu's statistics, and one for each chart of /stats/.
+    "/api/v1/stats/summary": {"get", "head"},
+    "/api/v1/builds-per-day": {"get", "head"},
+    "/api/v1/builds-by-version": {"get", "head"},
+    "/api/v1/top-packages": {"get", "head"},
+    **{f"/api/v1/stats/{chart}": {"get", "head"} for chart in STATS_CHARTS},
 }
 
 

@@ -10,7 +10,7 @@ JSON at all, hostile path segments and Range headers.
 
 import pytest
 import schemathesis
-from django.core.signals import request_started
+from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
@@ -38,13 +38,17 @@ CHECKS = [
 @pytest.fixture
 def catalogue(settings, tmp_path) -> None:
     """A small catalogue and an empty upstream; and the test's database connection kept
-    across requests (a WSGI request closes connections it thinks are stale, as Django's
-    test client prevents too)."""
+    across requests, as Django's test client keeps it: a WSGI request closes, when it
+    starts and when it finishes, a connection it thinks is stale, and the test's own,
+    inside its transaction, looks so; what was written after that would be committed
+    and seen by later tests."""
     fresh_start(settings, tmp_path)
     make_catalogue()
-    request_started.disconnect(close_old_connections)
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
     yield
-    request_started.connect(close_old_connections)
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
 
 
 @pytest.mark.django_db

@@ -118,7 +118,7 @@ def test_a_refused_build_request_is_counted_by_endpoint_status_and_client(client
 
     assert scraped[build_post("422")] == 2
     assert scraped[("asu_build_requests_total", (("client", "auc"), ("outcome", "refused")))] == 1
-    not_found = (("endpoint", "builds.views.api_not_found"), ("method", "GET"), ("status", "404"))
+    not_found = (("endpoint", "api-not-found"), ("method", "GET"), ("status", "404"))
     assert scraped[("asu_http_requests_total", not_found)] == 1
     assert DailyCount.objects.get(kind=DailyCount.Kind.REQUESTS).count == 2
 
@@ -152,3 +152,14 @@ def test_a_sync_run_that_cannot_read_upstream_is_counted_with_its_errors(
     assert report["errors"]
     assert scraped[("asu_sync_runs_total", (("result", "errors"),))] == 1
     assert scraped[("asu_sync_errors_total", ())] == len(report["errors"])
+
+
+def test_a_route_without_a_url_name_is_labelled_by_its_pattern(client, db):
+    counting.clear()
+
+    client.get("/api/v1/overview")  # a redirect to the json/v1 overview
+    scraped = samples(client.get("/metrics").content.decode())
+
+    endpoints = {dict(labels)["endpoint"] for name, labels in scraped if "endpoint" in dict(labels)}
+    assert "api/v1/overview" in endpoints
+    assert not any("." in endpoint for endpoint in endpoints)  # no dotted view paths

@@ -16,6 +16,8 @@ from tally.models import DailyCount, Total
 from tests.builds.catalogue import seed_branches
 
 Kind = DailyCount.Kind
+# Every answer, with real counts in it, is checked against the OpenAPI description.
+pytestmark = pytest.mark.usefixtures("documented_api")
 
 
 @pytest.fixture(autouse=True)

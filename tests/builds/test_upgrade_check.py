@@ -8,6 +8,9 @@ from targets.models import Profile
 from tests.targets.conftest import synced
 
 __all__ = ["synced"]
+# Every answer is checked against the OpenAPI description (the fuzz rarely builds a
+# request the catalogue can answer with a 200).
+pytestmark = pytest.mark.usefixtures("documented_api")
 
 URL = "/api/v1/upgrade-check"
 ARCHER = "tplink,archer-c7-v5"
