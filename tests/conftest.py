@@ -74,6 +74,16 @@ def _no_counts_left_at_exit() -> Iterator[None]:
     counting.clear()
 
 
+@pytest.fixture(autouse=True)
+def _counts_of_this_test_only() -> Iterator[None]:
+    """Request counts wait in this process's memory until something flushes them; a
+    test's requests must not be written by a later test (which may run outside a
+    transaction, and whose assertions would see them)."""
+    counting.clear()
+    yield
+    counting.clear()
+
+
 @pytest.fixture(scope="session")
 def mirror_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test downloads mirror, generated once per session. Treat it as read-only;
