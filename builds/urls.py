@@ -2,7 +2,8 @@ from django.urls import path, re_path
 
 from builds import signing, store, upgrade_views, views
 
-urlpatterns = [
+# The build API, first of all patterns (asuproject.urls): the busiest requests of all.
+api_urlpatterns = [
     re_path(r"^api/v1/build/?$", views.BuildView.as_view(), name="api-build"),
     re_path(
         r"^api/v1/build/(?P<request_hash>[^/]+)/?$",
@@ -17,7 +18,11 @@ urlpatterns = [
         name="api-upgrade-check",
     ),
     re_path(r"^api/v1/signing-key/?$", signing.public_key_view, name="api-signing-key"),
+]
+
+# Last of the /api/ routes: an unknown API path answers JSON even with DEBUG on.
+api_fallback = [re_path(r"^api/", views.api_not_found)]
+
+urlpatterns = [
     path("store/<path:name>", store.serve, name="store"),
-    # Last of the /api/ routes: an unknown API path answers JSON even with DEBUG on.
-    re_path(r"^api/", views.api_not_found),
 ]
