@@ -1,14 +1,15 @@
 """What each web process remembers between requests, so that a repeat costs little.
 
-- Shortcuts: a request seen before maps to the build it resolved to and to the catalogue
-  rows that resolution depended on (the target's revision and default packages, the
-  profile's device packages and names, the branch, the package-change rules). One
-  prepared query reads the build together with those rows; if any changed, the request
-  takes the full path again, so an edited rule or a new revision never serves an old build.
+- Shortcuts: a request seen before maps to the build it resolved to, under the catalogue
+  generation (`targets.generation`) read before the resolution read the catalogue. Any
+  write to the catalogue or the package-change rules, in any process on any host, moves
+  the generation on, and the shortcut is not taken any more: an edited rule or a new
+  revision never serves an old build.
 - Bodies: a router sends the very same bytes each time; bytes answered before map to their
   shortcut, which spares parsing them again.
-- Answers of finished builds: a done row is never written again and is deleted after its
-  `expires_at`, so its rendered answer is kept until then, within a memory budget.
+- Answers of finished builds: a done row is never written again until it is deleted
+  (after its `expires_at`, or by the admin) or queued again from the admin; both move the
+  builds' generation on. So its rendered answer is kept until then, within a memory budget.
 - Installable names of a target, and its ABI-suffixed names, per catalogue generation
   (`Version.synced_at`).
 
@@ -25,13 +26,14 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
-from asuproject.lib.prepared import fetch_prepared
 from builds.models import Build
-from builds.queue import RESULT_COLUMNS, STATUS_COLUMNS, build_from_row
-from packages.models import Package, PackageChange
+from builds.queue import STATUS_COLUMNS, build_by_hash, build_from_row
+from packages.models import Package
 from packages.versions import compare_versions
-from targets.models import Branch, Profile, ProfileName, Target
+from targets import generation
+from targets.models import Target
 
 SHORTCUT_LIMIT = 20000
 ANSWER_CACHE_BYTES = 32 * 1024 * 1024
@@ -39,19 +41,18 @@ INSTALLABLE_LIMIT = 64  # targets, each a set of some thousands of names
 
 
 class Shortcut(NamedTuple):
-    """Where a request seen before led, and what that depended on."""
+    """Where a request seen before led, and under which catalogue generation."""
 
     request_hash: str
-    profile_id: int
-    branch_id: int
-    profile_key: str  # the requested profile or board name, as ProfileName stores it
-    depends_on: tuple  # the row of `_dependencies_sql`, as the database returned it
+    catalogue: int  # `generation.current().catalogue` read before the resolution
 
 
 class KeptAnswer(NamedTuple):
     expires: float  # time.time() at the build's `expires_at`
     answer: Any  # the view's rendered answer, opaque here
     size: int  # bytes, counted against ANSWER_CACHE_BYTES
+    build: Build  # its status columns only
+    builds: int  # `generation.current().builds` read before the row was
 
 
 class TargetNames(NamedTuple):
@@ -105,30 +106,42 @@ class RequestMemory:
     # Answers of finished builds
 
     def finished_answer(self, request_hash: str) -> Any | None:
-        """The answer kept for a finished build, unless it expired."""
+        """The answer kept for a finished build, unless it expired, or some process
+        deleted or re-queued a finished build since (one cheap query per request)."""
+        entry = self.kept_entry(request_hash)
+        return None if entry is None else entry.answer
+
+    def kept_entry(self, request_hash: str) -> KeptAnswer | None:
+        # Read first even when nothing is kept: an answer kept later in this request is
+        # kept under the generation read before its row was (`keep_answer`).
+        builds = generation.current().builds
         entry = self.answers.get(request_hash)
         if entry is None:
             return None
-        if time.time() >= entry.expires:
+        if time.time() >= entry.expires or entry.builds != builds:
             self.drop_answer(request_hash)
             return None
         with self.lock:
             if request_hash in self.answers:
                 self.answers.move_to_end(request_hash)
-        return entry.answer
+        return entry
 
     def keep_answer(self, build: Build, answer: Any, size: int) -> None:
-        """Keep the answer of a finished build until the build expires."""
+        """Keep the answer of a finished build until the build expires, or any finished
+        build is deleted or queued again. In a request, the builds' generation is the one
+        read before the row was (`generation.current()` keeps it for the request)."""
         if build.status != Build.Status.DONE or build.expires_at is None:
             return
         expires = build.expires_at.timestamp()
         if expires <= time.time() or size > ANSWER_CACHE_BYTES // 16:
             return  # expired already; or one huge build log pushing out everything else
+        status = build_from_row(STATUS_COLUMNS, [getattr(build, c) for c in STATUS_COLUMNS])
+        entry = KeptAnswer(expires, answer, size, status, generation.current().builds)
         with self.lock:
             self._pop_answer(build.request_hash)
             while self.answers and self.answers_size + size > ANSWER_CACHE_BYTES:
                 self.answers_size -= self.answers.popitem(last=False)[1].size
-            self.answers[build.request_hash] = KeptAnswer(expires, answer, size)
+            self.answers[build.request_hash] = entry
             self.answers_size += size
 
     def drop_answer(self, request_hash: str) -> None:
@@ -198,6 +211,20 @@ def _limits() -> list:
     ]
 
 
+@functools.cache
+def _limits_bytes() -> bytes:
+    """`_limits()` as `body_key` appends it: computed once per settings change."""
+    return b"\0" + json.dumps(_limits(), separators=(",", ":")).encode()
+
+
+def _settings_changed(setting: str, **kwargs: object) -> None:
+    if setting.startswith("ASU_"):
+        _limits_bytes.cache_clear()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="builds.memory.settings")
+
+
 def shortcut_key(raw: object) -> str | None:
     """A key for a parsed request body, with the settings that validating it depends on:
     the same for every spelling of the same fields, whatever the client."""
@@ -213,130 +240,32 @@ def shortcut_key(raw: object) -> str | None:
 
 def body_key(body: bytes) -> str:
     """A key for the bytes of a request body, with the settings (as `shortcut_key`)."""
-    limits = json.dumps(_limits(), separators=(",", ":")).encode()
-    return hashlib.blake2b(body + b"\0" + limits, digest_size=20).hexdigest()
+    return hashlib.blake2b(body + _limits_bytes(), digest_size=20).hexdigest()
 
 
 def known_build(raw: object, key: str | None) -> Build | None:
-    """The build a request seen before resolved to, if nothing it depends on changed since;
-    None sends the request the full way. One query (failed builds always go the full way,
-    which decides whether to try them again). `raw` is None for bytes seen before."""
+    """The build a request seen before resolved to, if the catalogue did not change since;
+    None sends the request the full way. One query for the generations, none more when
+    this process kept the finished build's answer, one for the build otherwise (failed
+    builds always go the full way, which decides whether to try them again). `raw` is
+    None for bytes seen before."""
     shortcut = memory.shortcuts.get(key) if key else None
     if shortcut is None:
         return None
     client = raw.get("client") if isinstance(raw, dict) else None
     if client is not None and not (isinstance(client, str) and len(client) <= 200):
         return None  # the serializer would refuse it
-    # The status columns suffice when this process has the finished build's answer.
-    columns = STATUS_COLUMNS
-    if memory.finished_answer(shortcut.request_hash) is None:
-        columns += RESULT_COLUMNS
-    params = [shortcut.branch_id] * 4 + [
-        shortcut.profile_key,
-        shortcut.request_hash,
-        shortcut.profile_id,
-    ]
-    # Prepared: planning this statement costs more than running it (asuproject.lib.prepared).
-    rows = fetch_prepared(_dependencies_sql(columns), params)
-    row = rows[0] if rows else None
-    # Compared as the database returns them, without decoding anything.
-    if row is None or row[len(columns) :] != shortcut.depends_on:
+    if shortcut.catalogue != generation.current().catalogue:
         memory.shortcuts.pop(key, None)
         return None
-    build = build_from_row(columns, row[: len(columns)])
-    return None if build.status == Build.Status.FAILED else build
+    kept = memory.kept_entry(shortcut.request_hash)
+    build = kept.build if kept is not None else build_by_hash(shortcut.request_hash)
+    if build is None or build.status == Build.Status.FAILED:
+        return None
+    return build
 
 
-def read_dependencies(profile: Profile, profile_key: str) -> tuple | None:
-    """The catalogue rows a resolution of `profile` depends on, as the shortcut compares
-    them. Read before the rules are applied: a change after this read then misses the
-    shortcut later, instead of being hidden by it."""
-    params = [profile.target.version.branch_id] * 4 + [profile_key, profile.pk]
-    rows = fetch_prepared(_dependencies_sql(), params)
-    return rows[0] if rows else None
-
-
-def remember_resolution(
-    key: str, request_hash: str, profile: Profile, profile_key: str, depends_on: tuple | None
-) -> None:
-    """Take the shortcut for `key` from now on, if `depends_on` (`read_dependencies`) shows
-    the catalogue rows the full path resolved with (nothing changed in between)."""
-    if depends_on is None or _decoded(depends_on)[:8] != _as_resolved(profile):
-        return
-    shortcut = Shortcut(
-        request_hash, profile.pk, profile.target.version.branch_id, profile_key, depends_on
-    )
-    memory.remember_shortcut(key, shortcut)
-
-
-@functools.cache
-def _dependencies_sql(build_columns: tuple[str, ...] = ()) -> str:
-    """Everything resolution depends on for one profile, read by both paths with the same
-    SQL so that the values compare alike on every database, after the `build_columns`
-    of the build when there are any. Primary-key lookups and scalar subqueries only,
-    prepared once per connection (`fetch_prepared`).
-    Parameters: branch id (4 times), profile key, [request hash], profile id."""
-    branch = Branch._meta.db_table
-    rules = PackageChange._meta.db_table
-    names = ProfileName._meta.db_table
-    columns = ", ".join(
-        [
-            "t.version_code AS s_revision",
-            "t.default_packages AS s_defaults",
-            "p.device_packages AS s_device",
-            *(
-                f"(SELECT br.{column} FROM {branch} br WHERE br.id = %s) AS s_{alias}"
-                for column, alias in (
-                    ("enabled", "enabled"),
-                    ("branch_off_rev", "branch_off"),
-                    ('"order"', "order"),
-                    ("snapshot", "snapshot"),
-                )
-            ),
-            f"(SELECT COUNT(*) FROM {names} n WHERE n.target_id = t.id AND n.profile_id = p.id"
-            " AND n.name = %s) AS s_named",
-            f"(SELECT COUNT(*) FROM {rules} r WHERE r.enabled) AS s_rules",
-            f"(SELECT MAX(r.updated_at) FROM {rules} r WHERE r.enabled) AS s_rules_newest",
-        ]
-    )
-    tables = f"{Profile._meta.db_table} p, {Target._meta.db_table} t"
-    if build_columns:
-        selected = ", ".join(f"b.{column}" for column in build_columns)
-        return (
-            f"SELECT {selected}, {columns} FROM {Build._meta.db_table} b, {tables} "
-            "WHERE b.request_hash = %s AND p.id = %s AND t.id = p.target_id"
-        )
-    return f"SELECT {columns} FROM {tables} WHERE p.id = %s AND t.id = p.target_id"
-
-
-def _as_resolved(profile: Profile) -> tuple:
-    """The catalogue part of `_dependencies_sql` as the full path read it."""
-    target = profile.target
-    branch = target.version.branch
-    return (
-        target.version_code or "",
-        target.default_packages,
-        profile.device_packages,
-        bool(branch.enabled),
-        branch.branch_off_rev,
-        branch.order,
-        bool(branch.snapshot),
-        True,
-    )
-
-
-def _decoded(values: tuple) -> tuple:
-    """A row of `_dependencies_sql` decoded, to compare with `_as_resolved`."""
-    revision, defaults, device, enabled, branch_off, order, snapshot, named, rules, newest = values
-    return (
-        revision or "",
-        json.loads(defaults) if isinstance(defaults, str) else defaults,
-        json.loads(device) if isinstance(device, str) else device,
-        bool(enabled),
-        branch_off,
-        order,
-        bool(snapshot),
-        bool(named),
-        rules,
-        str(newest),
-    )
+def remember_resolution(key: str, request_hash: str, catalogue: int) -> None:
+    """Take the shortcut for `key` from now on, while the catalogue stays at the
+    generation `catalogue` read before the request was resolved."""
+    memory.remember_shortcut(key, Shortcut(request_hash, catalogue))

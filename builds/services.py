@@ -2,12 +2,12 @@
 resolved into its effective build (`builds.resolve`), found or queued (`builds.queue`),
 and remembered for the next identical request (`builds.memory`)."""
 
-from builds.memory import memory, read_dependencies, remember_resolution
+from builds.memory import memory, remember_resolution
 from builds.metrics import count_queued
 from builds.models import Build
 from builds.queue import get_or_queue
 from builds.resolve import check_server_allows, effective_request, resolve_profile
-from targets.models import profile_name_key
+from targets import generation
 
 
 def request_build(
@@ -21,10 +21,10 @@ def request_build(
     answer is remembered under it for `known_build()`.
     """
     check_server_allows(data)
+    # Read before the catalogue is: a write committed after this read moves it on, and
+    # the shortcut remembered under it below is not taken then.
+    catalogue = generation.current().catalogue
     profile, by_name = resolve_profile(data["version"], data["target"], data["profile"])
-    profile_key = profile_name_key(data["profile"])
-    # A target's only `generic` profile answers to any name: no shortcut for those.
-    depends_on = read_dependencies(profile, profile_key) if shortcut and by_name else None
     effective = effective_request(data, profile, user_agent)
     request_hash = effective.request_hash
     # The result columns are not needed when this process has the answer already.
@@ -32,6 +32,7 @@ def request_build(
     build, queued = get_or_queue(request_hash, effective.build_fields(), results=not has_answer)
     if queued:
         count_queued()
-    if shortcut and depends_on is not None:
-        remember_resolution(shortcut, request_hash, profile, profile_key, depends_on)
+    # A target's only `generic` profile answers to any name: no shortcut for those.
+    if shortcut and by_name:
+        remember_resolution(shortcut, request_hash, catalogue)
     return build, queued

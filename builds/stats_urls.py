@@ -1,5 +1,5 @@
-"""/metrics, /stats/ and the statistics API. Included before builds.urls, whose last
-route answers every other /api/ path with a 404."""
+"""/metrics, /stats/ and the statistics API (`api_urlpatterns`, included by asuproject.urls
+before the catch-all that answers every other /api/ path with a 404)."""
 
 from django.urls import path
 
@@ -8,6 +8,9 @@ from builds import metrics, stats_views
 urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path("stats/", stats_views.stats_page, name="stats"),
+]
+
+api_urlpatterns = [
     # openwrt/asu's paths and shapes.
     path("api/v1/stats/summary", stats_views.SummaryView.as_view(), name="api-stats-summary"),
     path(

@@ -2,7 +2,8 @@ from django.urls import path, re_path
 
 from builds import store, upgrade_views, views
 
-urlpatterns = [
+# The build API, first of all patterns (asuproject.urls): the busiest requests of all.
+api_urlpatterns = [
     re_path(r"^api/v1/build/?$", views.BuildView.as_view(), name="api-build"),
     re_path(
         r"^api/v1/build/(?P<request_hash>[^/]+)/?$",
@@ -17,5 +18,8 @@ urlpatterns = [
         name="api-upgrade-check",
     ),
     re_path(r"^api/v1/signing-key/?$", views.SigningKeyView.as_view(), name="api-signing-key"),
+]
+
+urlpatterns = [
     path("store/<path:name>", store.serve, name="store"),
 ]

@@ -2,9 +2,9 @@
 
 The rules are `PackageChange` rows that maintainers edit in the admin. Every build
 request runs `apply_package_changes`, so the rules are kept in memory per process and
-reloaded when the table changes: one small aggregate query (row count and newest
-`updated_at`) per call tells whether the copy is stale, in the web server and in every
-worker alike, whatever cache backend the deployment has.
+reloaded when the catalogue's shared generation (`targets.generation`, read once per
+request) moved on: every write to the rules or the branches moves it, from any process
+and any write path, in the web server and in every worker alike.
 """
 
 import logging
@@ -12,9 +12,8 @@ import re
 import threading
 from dataclasses import dataclass, replace
 
-from django.db.models import Count, Max, Q
-
 from packages.models import PackageChange
+from targets import generation
 from targets.models import Branch, Profile, Target, Version
 
 log = logging.getLogger(__name__)
@@ -133,22 +132,14 @@ def effective_revision(branch: Branch | None, target: Target | None) -> int | No
 
 
 _lock = threading.Lock()
-_loaded: tuple[tuple, list[Rule]] | None = None
+_loaded: tuple[int, list[Rule]] | None = None
 _branches: dict[int, Branch] = {}
-
-
-def _signature() -> tuple:
-    # One aggregate: any save moves MAX(updated_at), a delete or a bulk switch the counts.
-    agg = PackageChange.objects.aggregate(
-        count=Count("id"), enabled=Count("id", filter=Q(enabled=True)), newest=Max("updated_at")
-    )
-    return (agg["count"], agg["enabled"], agg["newest"])
 
 
 def enabled_rules() -> list[Rule]:
     """The enabled rules in their order, from this process's copy unless the table changed."""
     global _loaded
-    signature = _signature()
+    signature = generation.current().catalogue
     loaded = _loaded
     if loaded is not None and loaded[0] == signature:
         return loaded[1]

@@ -2,31 +2,35 @@
 {arch}-index.json, and overview.json, branches.json and latest.json, which publish each
 branch's package changes.
 
-No request waits on upstream: everything comes from the ORM in a few queries. The
-package indexes, the largest documents, are cached under a key that holds the
-version's `synced_at`, which every sync write moves on, so a cached copy is never
-served after the catalogue changed. overview.json, branches.json and latest.json are
-kept per process under a generation of the catalogue and the package-change rules,
-read in one query.
+No request waits on upstream: everything comes from the ORM in a few queries. All of
+them are kept per process under the catalogue's shared generation (`targets.generation`,
+one primary-key query per request), which every write to the branches, versions,
+targets and package-change rules moves on in any process: an edit in the admin or a sync
+shows in the next answer. The package indexes, the largest documents, are also cached
+(shared by the processes of a host with a shared cache) under a key that holds the
+version's `synced_at`, which every sync write moves on.
 """
 
 import functools
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
 from asuproject.api_views import safe_methods_only
 from asuproject.lib.prepared import fetch_prepared
 from packages.changes import published_changes
-from packages.models import Package, PackageChange, PackageIndex
+from packages.models import Package, PackageIndex
+from targets import generation
 from targets.models import Branch, Target, Version, newest_first, version_sort_key
 from targets.views import not_found
 
 CACHE_SECONDS = 24 * 3600  # the key changes with the data; this only bounds memory use
+INDEX_BYTES = 32 * 1024 * 1024  # per process: ~100 target indexes of 300 KB
 
 
 # overview.json, branches.json, latest.json -----------------------------------------------
@@ -76,47 +80,14 @@ def latest_versions(branches: list[dict]) -> list[str]:
     return newest_first(latest)
 
 
-# The three documents change only when the catalogue, a branch or a package-change rule
-# does. One query reads a generation of all three; the rendered bytes are kept per process
-# under it, so an edit in the admin or a sync shows in the next answer.
-
-
-def catalogue_generation() -> tuple | None:
-    """What overview.json, branches.json and latest.json depend on, in one prepared query:
-    every branch row (the admin edits them), the versions' and targets' counts and newest
-    ids and sync times (every sync write moves `Version.synced_at`), and the package-change
-    rules' counts and newest edit. None when some version was not written by the sync:
-    then the documents are built anew each time."""
-    rows = fetch_prepared(_generation_sql())
-    if rows and rows[0][9] != rows[0][10]:  # the versions' COUNT(*) and COUNT(synced_at)
-        return None
-    return tuple(tuple(str(value) for value in row) for row in rows)
-
-
-@functools.cache
-def _generation_sql() -> str:
-    version, target = Version._meta.db_table, Target._meta.db_table
-    rules, order = PackageChange._meta.db_table, connection.ops.quote_name("order")
-    return (
-        f"SELECT b.id, b.name, b.path, b.snapshot, b.enabled, b.branch_off_rev, b.{order}, "
-        f"(SELECT MAX(id) FROM {version}), (SELECT MAX(synced_at) FROM {version}), "
-        f"(SELECT COUNT(*) FROM {version}), (SELECT COUNT(synced_at) FROM {version}), "
-        f"(SELECT COUNT(*) FROM {target}), (SELECT MAX(id) FROM {target}), "
-        f"(SELECT COUNT(*) FROM {rules}), (SELECT COUNT(*) FROM {rules} WHERE enabled), "
-        f"(SELECT MAX(updated_at) FROM {rules}) "
-        f"FROM {Branch._meta.db_table} b ORDER BY b.id"
-    )
-
-
 _documents: dict[str, tuple[tuple, bytes]] = {}
 
 
 def _catalogue_document(name: str, build: Callable[[], object]) -> HttpResponse:
-    """The JSON of `build()`, kept under the catalogue generation and the settings the
-    documents show."""
-    generation = catalogue_generation()
+    """The JSON of `build()`, kept under the catalogue generation (read before the rows
+    `build()` reads) and the settings the documents show."""
     key = (
-        generation,
+        generation.current().catalogue,
         settings.ASU_UPSTREAM_URL,
         settings.ASU_SERVER_VERSION,
         settings.ASU_CONTACT,
@@ -126,12 +97,11 @@ def _catalogue_document(name: str, build: Callable[[], object]) -> HttpResponse:
         settings.ASU_MAX_DEFAULTS_LENGTH,
     )
     kept = _documents.get(name)
-    if generation is not None and kept is not None and kept[0] == key:
+    if kept is not None and kept[0] == key:
         body = kept[1]
     else:
         body = json.dumps(build(), separators=(",", ":")).encode()
-        if generation is not None:
-            _documents[name] = (key, body)
+        _documents[name] = (key, body)
     return HttpResponse(body, content_type="application/json")
 
 
@@ -170,8 +140,43 @@ def latest(request: HttpRequest) -> HttpResponse:
 # index.json and {arch}-index.json ------------------------------------------------------
 
 
+class KeptBytes:
+    """The newest index documents of this process, within a memory budget, in front of
+    the cache: the local-memory cache pickles, a copy of 100-300 KB per request. Keys
+    hold the version's `synced_at`, so an entry is never stale, only unused."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self.entries: OrderedDict[str, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        body = self.entries.get(key)
+        if body is not None:
+            with self.lock:
+                if key in self.entries:
+                    self.entries.move_to_end(key)
+        return body
+
+    def put(self, key: str, body: bytes) -> None:
+        with self.lock:
+            old = self.entries.pop(key, None)
+            self.size -= len(old) if old is not None else 0
+            while self.entries and self.size + len(body) > self.budget:
+                self.size -= len(self.entries.popitem(last=False)[1])
+            self.entries[key] = body
+            self.size += len(body)
+
+
+_index_bytes = KeptBytes(INDEX_BYTES)
+
+
 def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | None:
-    """The JSON of `build()`, kept in the cache under `key`; None if build() found nothing."""
+    """The JSON of `build()`, kept in this process and in the cache under `key`; None
+    if build() found nothing."""
+    body = _index_bytes.get(key)
+    if body is not None:
+        return body
     body = cache.get(key)
     if body is None:
         document = build()
@@ -179,7 +184,27 @@ def _cached_document(key: str, build: Callable[[], object | None]) -> bytes | No
             return None
         body = json.dumps(document, separators=(",", ":")).encode()
         cache.set(key, body, CACHE_SECONDS)
+    _index_bytes.put(key, body)
     return body
+
+
+_located: dict[tuple, tuple[int, list[tuple]]] = {}
+LOCATED_LIMIT = 4096
+
+
+def _locate(sql: str, params: list[str]) -> list[tuple]:
+    """The rows of a locating query, kept under the catalogue generation (read before
+    them): one primary-key query per request instead of the three-table one."""
+    catalogue = generation.current().catalogue
+    key = (sql, *params)
+    kept = _located.get(key)
+    if kept is not None and kept[0] == catalogue:
+        return kept[1]
+    rows = fetch_prepared(sql, params)
+    if len(_located) >= LOCATED_LIMIT:
+        _located.clear()  # a crawler asking for every folder; the next requests refill it
+    _located[key] = (catalogue, rows)
+    return rows
 
 
 def _generation(synced_at: object) -> str:
@@ -219,10 +244,10 @@ def _locate_version_sql() -> str:
 def target_index(request: HttpRequest, directory: str, target: str, subtarget: str) -> HttpResponse:
     """index.json of a target: its own packages and kmods, {name: version}.
 
-    owut and auc fetch it on every upgrade check: one prepared query finds the target and
-    its version's generation, and the document comes from the cache."""
+    owut and auc fetch it on every upgrade check: the target and its version's `synced_at`
+    are kept under the catalogue generation, the document in this process's memory."""
     name = f"{target}/{subtarget}"
-    rows = fetch_prepared(_locate_sql(), [name, directory.rsplit("/", 1)[-1], directory])
+    rows = _locate(_locate_sql(), [name, directory.rsplit("/", 1)[-1], directory])
     found = _in_folder(rows, directory)
     if found is None:
         return not_found(f"unknown version folder or target: {directory} {name}")
@@ -244,8 +269,8 @@ def target_index(request: HttpRequest, directory: str, target: str, subtarget: s
 @safe_methods_only
 def arch_index(request: HttpRequest, directory: str, arch: str) -> HttpResponse:
     """{arch}-index.json: the packages of every feed of an architecture, {name: version}.
-    As index.json: one prepared query finds the version, the document comes from the cache."""
-    rows = fetch_prepared(_locate_version_sql(), [directory.rsplit("/", 1)[-1], directory])
+    As index.json: the version is kept under the catalogue generation, the document in memory."""
+    rows = _locate(_locate_version_sql(), [directory.rsplit("/", 1)[-1], directory])
     found = _in_folder(rows, directory)
     if found is None:
         return not_found(f"unknown version folder: {directory}")

@@ -4,7 +4,8 @@ from django.urls import path, re_path
 
 from packages import documents, views
 
-urlpatterns = [
+# Included by asuproject.urls behind the json/v1/ and api/ prefixes.
+json_urlpatterns = [
     path("json/v1/overview.json", documents.overview, name="overview"),
     path("json/v1/branches.json", documents.branches, name="branches"),
     path("json/v1/latest.json", documents.latest, name="latest"),
@@ -19,6 +20,9 @@ urlpatterns = [
         documents.arch_index,
         name="arch-index",
     ),
+]
+
+api_urlpatterns = [
     # The trailing slash is optional: clients spell it both ways.
     re_path(r"^api/v1/package-changes/?$", views.PackageChangesView.as_view()),
     re_path(r"^api/v1/package-changes/apply/?$", views.ApplyView.as_view()),

@@ -219,3 +219,19 @@ class ProfileName(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} -> {self.profile.name}"
+
+
+class Generation(models.Model):
+    """A value that moves on with every committed write of one scope, on every host: the
+    web processes compare it to know whether what they kept is still true
+    (`targets.generation`). Database triggers move it, in the writing transaction, so no
+    write path can forget it: bulk writes, `QuerySet.update()`, the admin, a shell."""
+
+    CATALOGUE = 1  # branches, versions, targets, profiles, profile names, package changes
+    BUILDS = 2  # a finished build deleted or made unfinished (queued again)
+
+    id = models.PositiveSmallIntegerField(primary_key=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"generation {self.id}: {self.value}"

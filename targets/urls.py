@@ -6,7 +6,8 @@ from targets import views
 
 OVERVIEW = "/json/v1/overview.json"
 
-urlpatterns = [
+# Included by asuproject.urls behind the json/v1/ and api/ prefixes, the rest as it is.
+json_urlpatterns = [
     # {dir} is a version's folder: releases/24.10.1, releases/24.10-SNAPSHOT, snapshots.
     # packages.urls comes first: its index.json would otherwise be read as a profile.
     re_path(
@@ -15,6 +16,9 @@ urlpatterns = [
         views.profile_json,
         name="profile-json",
     ),
+]
+
+api_urlpatterns = [
     path(
         "api/v1/revision/<str:version>/<str:target>/<str:subtarget>",
         views.RevisionView.as_view(),
@@ -23,5 +27,8 @@ urlpatterns = [
     path("api/v1/overview", views.redirect_to(OVERVIEW)),
     path("api/v1/latest", views.redirect_to("/json/v1/latest.json")),
     path("api/overview", views.redirect_to(OVERVIEW)),
+]
+
+urlpatterns = [
     path("overview", views.redirect_to(OVERVIEW)),
 ]

@@ -1,10 +1,9 @@
 """Queries that run on every hot request, prepared once per database connection.
 
-PostgreSQL plans each statement psycopg2 sends. For the small multi-table statements of
-the hot paths (the catalogue state of a cache-hit build request, the catalogue
-generation of overview.json) planning costs several times what running them does (see
-BENCHMARKS.md). A prepared statement is planned once per
-connection. Prepared statements outlive transactions and end with their connection.
+PostgreSQL plans each statement psycopg2 sends. For the small statements of the hot
+paths (the shared generations of every request, the index documents' locating query)
+planning costs as much as running them or more (see BENCHMARKS.md). A prepared statement
+is planned once per connection. Prepared statements outlive transactions and end with their connection.
 Other databases run the statement as it is (SQLite keeps its own statement cache).
 """
 

@@ -2,6 +2,9 @@
 finished builds answered at once, failed ones tried again after their TTL, and one build
 and one task for many concurrent identical requests."""
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -17,6 +20,7 @@ from builds.models import Build
 from packages.models import Package, PackageChange
 from targets.models import ProfileName
 from tests.builds.catalogue import add_packages, fail, finish, fresh_start, make_catalogue
+from tests.conftest import ROOT, database_url_for_workers
 
 ARCHER = {"version": "24.10.1", "target": "ath79/generic", "profile": "tplink_archer-c7-v5"}
 
@@ -411,3 +415,81 @@ def test_concurrent_retries_of_a_failed_build_queue_it_once(live_server, setting
 
     assert {r.status_code for r in responses} == {202}
     assert _queued_messages() - before == 1
+
+
+# Across processes: another process's writes change this process's answers at once ---------
+
+OTHER_PROCESS = """
+import sys
+import django
+django.setup()
+from builds.models import Build
+from builds.queue import build_again
+from builds.retention import delete_builds
+from packages.models import PackageChange
+action, request_hash = sys.argv[1:]
+build = Build.objects.get(request_hash=request_hash)
+if action == "again":
+    assert build_again(build)
+elif action == "expire":
+    assert delete_builds([build])[0]
+else:
+    assert PackageChange.objects.filter(source="old-tool").update(target="newer-tool")
+"""
+
+
+def in_other_process(tmp_path, action: str, request_hash: str) -> None:
+    """What the admin does ("build again", "expire now", editing rules), in a process
+    of its own: nothing of it reaches this process's memory but the database."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "asuproject.settings",
+        "DATABASE_URL": database_url_for_workers(),
+        "ASU_STORE_DIR": str(tmp_path / "other-store"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", OTHER_PROCESS, action, request_hash],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture
+def committed_catalogue(transactional_db, settings, tmp_path, seeded_data) -> dict:
+    fresh_start(settings, tmp_path)
+    return make_catalogue()
+
+
+def test_another_process_requeueing_expiring_or_editing_rules_changes_the_answer_at_once(
+    client, committed_catalogue, tmp_path
+):
+    body = {**ARCHER, "packages": ["luci"]}
+    request_hash = post(client, body).json()["request_hash"]
+    finish(Build.objects.get(request_hash=request_hash))
+    poll = f"/api/v1/build/{request_hash}"
+    assert post(client, body).status_code == client.get(poll).status_code == 200  # kept
+
+    in_other_process(tmp_path, "again", request_hash)
+    assert client.get(poll).json()["detail"] == "queued"
+    assert post(client, body).json()["detail"] == "queued"
+
+    finish(Build.objects.get(request_hash=request_hash))
+    assert post(client, body).status_code == client.get(poll).status_code == 200
+    in_other_process(tmp_path, "expire", request_hash)
+    assert client.get(poll).status_code == 404
+    assert post(client, body).json()["detail"] == "queued"  # a new row under the same hash
+
+    add_packages(
+        committed_catalogue["version"], "mips_24kc", ["old-tool", "new-tool", "newer-tool"]
+    )
+    PackageChange.objects.create(
+        kind=PackageChange.Kind.RENAME, source="old-tool", target="new-tool"
+    )
+    renamed = {**ARCHER, "packages": ["old-tool"]}
+    assert build_of(post(client, renamed)).packages == ["new-tool"]
+    in_other_process(tmp_path, "rules", request_hash)
+    assert build_of(post(client, renamed)).packages == ["newer-tool"]
