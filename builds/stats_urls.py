@@ -1,4 +1,4 @@
-"""/metrics, /stats/ and the statistics API (`api_urlpatterns`, included by asuproject.urls
+"""/metrics, /stats/ and the statistics API (`api_urlpatterns`, included by builds.machine_urls
 before the catch-all that answers every other /api/ path with a 404)."""
 
 from django.urls import path

@@ -2,7 +2,7 @@ from django.urls import path, re_path
 
 from builds import store, upgrade_views, views
 
-# The build API, first of all patterns (asuproject.urls): the busiest requests of all.
+# The build API, first of all patterns (builds.machine_urls): the busiest requests of all.
 api_urlpatterns = [
     re_path(r"^api/v1/build/?$", views.BuildView.as_view(), name="api-build"),
     re_path(

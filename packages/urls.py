@@ -4,7 +4,7 @@ from django.urls import path, re_path
 
 from packages import documents, views
 
-# Included by asuproject.urls behind the json/v1/ and api/ prefixes.
+# Included first of all patterns by builds.machine_urls.
 json_urlpatterns = [
     path("json/v1/overview.json", documents.overview, name="overview"),
     path("json/v1/branches.json", documents.branches, name="branches"),

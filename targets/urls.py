@@ -6,7 +6,7 @@ from targets import views
 
 OVERVIEW = "/json/v1/overview.json"
 
-# Included by asuproject.urls behind the json/v1/ and api/ prefixes, the rest as it is.
+# The json/v1 and API patterns are included first by builds.machine_urls, the rest as it is.
 json_urlpatterns = [
     # {dir} is a version's folder: releases/24.10.1, releases/24.10-SNAPSHOT, snapshots.
     # packages.urls comes first: its index.json would otherwise be read as a profile.
