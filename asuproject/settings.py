@@ -274,6 +274,10 @@ ASU_FAILURE_TTL = env_int("ASU_FAILURE_TTL", 3600, minimum=0)
 ASU_DEFAULTS_TTL = env_int("ASU_DEFAULTS_TTL", 1800, minimum=0)  # builds with a defaults script
 ASU_CACHE_MAX_AGE_DAYS = env_int("ASU_CACHE_MAX_AGE_DAYS", 7, minimum=1)  # unused ImageBuilders
 ASU_SYNC_INTERVAL = env_int("ASU_SYNC_INTERVAL", 30, minimum=1)  # minutes
+# Web processes learn of catalogue and build changes from PostgreSQL's notifications
+# (targets.generation); off behind a connection pooler in transaction mode, which cannot
+# pass them on: each request then reads the generations.
+ASU_GENERATION_NOTIFICATIONS = env_bool("ASU_GENERATION_NOTIFICATIONS", True)
 ASU_CONTACT = env_str("ASU_CONTACT", "")
 # The usign secret key images are signed with (`usign -G` output); or ASU_SIGNING_KEY_FILE.
 ASU_SIGNING_KEY = env_str("ASU_SIGNING_KEY").strip()

@@ -518,10 +518,10 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--seconds", type=float, help="seconds per load run (default 5)")
     parser.add_argument(
         "--only",
-        choices=["workers", "checks"],
+        choices=["workers", "checks", "load"],
         default="",
-        help="workers: figure 8 alone; checks: validation and the upgrade check alone "
-        "(each after the sync)",
+        help="workers: figure 8 alone; checks: validation and the upgrade check alone; "
+        "load: the hot paths (1-3) alone (each after the sync)",
     )
     parser.add_argument("--profile", action="store_true",
                         help="also py-spy flame graphs of the hot paths, in var/bench/profiles")  # fmt: skip
@@ -608,9 +608,10 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
             figures += bench_validation(hit, opts, server.url)
             figures += bench_upgrade_check(packages, opts)
             return figures, db_kind, broker_kind
-        if opts.only != "workers":
+        if opts.only not in ("workers", "load"):
             figures += bench_builds(client, opts, packages, standin)
-        figures += bench_workers(client, server, opts, packages)
+        if opts.only != "load":
+            figures += bench_workers(client, server, opts, packages)
         if opts.only == "workers":
             client.close()
             return figures, db_kind, broker_kind
@@ -622,6 +623,8 @@ def run_benchmarks(opts: Options, catalogue: Path) -> tuple[list[Figure], str, s
         client.build(small_hit)
         client.close()
         figures += bench_load(server, opts, hot_paths(opts, hit, small_hit, done["request_hash"]))
+        if opts.only == "load":
+            return figures, db_kind, broker_kind
         figures += bench_validation(hit, opts, server.url)
         figures += bench_upgrade_check(packages, opts)
     finally:

@@ -20,6 +20,7 @@ from django.db import connection
 from asuproject.celery import app as celery_app
 from asuproject.storage import is_local
 from tally import counting
+from targets import generation
 from tests.fixtures.mirror import build_mirror
 from tests.fixtures.serve import serve_directory
 
@@ -72,6 +73,15 @@ def _no_counts_left_at_exit() -> Iterator[None]:
     yield
     counting.flush_every(0)
     counting.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _generations_listener_closed_at_exit(django_db_setup) -> Iterator[None]:
+    """The connection on which this process listens for the generations' notifications
+    (targets.generation) is closed before the test database is dropped, which refuses
+    while a session is open."""
+    yield
+    generation.listener.close()
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@ finished builds answered at once, failed ones tried again after their TTL, and o
 and one task for many concurrent identical requests."""
 
 import os
+import select
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from django.utils import timezone
 from asuproject.celery import app
 from builds.models import Build
 from packages.models import Package, PackageChange
+from targets import generation
 from targets.models import ProfileName
 from tests.builds.catalogue import add_packages, fail, finish, fresh_start, make_catalogue
 from tests.conftest import ROOT, database_url_for_workers
@@ -493,3 +495,115 @@ def test_another_process_requeueing_expiring_or_editing_rules_changes_the_answer
     assert build_of(post(client, renamed)).packages == ["new-tool"]
     in_other_process(tmp_path, "rules", request_hash)
     assert build_of(post(client, renamed)).packages == ["newer-tool"]
+
+
+# The generations' listener (targets.generation) --------------------------------------------
+
+postgresql_only = pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="PostgreSQL's notifications"
+)
+
+
+def kept_build(client) -> tuple[dict, str]:
+    """A finished build whose answer this process keeps, and the path polling it."""
+    body = {**ARCHER, "packages": ["luci"]}
+    request_hash = post(client, body).json()["request_hash"]
+    finish(Build.objects.get(request_hash=request_hash))
+    poll = f"/api/v1/build/{request_hash}"
+    assert post(client, body).status_code == client.get(poll).status_code == 200
+    return body, poll
+
+
+def queries_of(client, body: dict, poll: str) -> int:
+    """How many statements a repeated POST and a poll of its build send together."""
+    with CaptureQueriesContext(connection) as queries:
+        assert post(client, body).status_code == client.get(poll).status_code == 200
+    return len(queries)
+
+
+def another_session(sql: str, params: tuple = ()) -> None:
+    """`sql` run and committed on a connection of its own, as another host would."""
+    raw = connection.get_new_connection(connection.get_connection_params())
+    try:
+        raw.autocommit = True
+        with raw.cursor() as cursor:
+            cursor.execute(sql, params)
+    finally:
+        raw.close()
+
+
+def notification_delivered() -> bool:
+    """Wait (at most a second) until PostgreSQL has handed a notification to this
+    process's listening connection."""
+    readable, _, _ = select.select([generation.listener.raw], [], [], 1.0)
+    return bool(readable)
+
+
+@postgresql_only
+def test_with_the_listener_a_repeat_sends_no_statement(client, committed_catalogue):
+    body, poll = kept_build(client)
+    queries_of(client, body, poll)  # the listener connects and vouches from here on
+
+    assert queries_of(client, body, poll) == 0
+    assert generation.listener.raw is not None
+
+
+@postgresql_only
+def test_a_write_committed_elsewhere_reaches_the_next_request(client, committed_catalogue):
+    body, poll = kept_build(client)
+    queries_of(client, body, poll)
+    request_hash = poll.rsplit("/", 1)[1]
+
+    another_session(
+        "UPDATE builds_build SET status = 'queued' WHERE request_hash = %s", (request_hash,)
+    )
+
+    assert notification_delivered()
+    assert client.get(poll).json()["detail"] == "queued"
+    assert post(client, body).json()["detail"] == "queued"
+
+
+@postgresql_only
+def test_a_lost_listening_connection_means_reading_the_generations(
+    client, committed_catalogue, monkeypatch, caplog
+):
+    body, poll = kept_build(client)
+    queries_of(client, body, poll)
+    another_session("SELECT pg_terminate_backend(%s)", (generation.listener.raw.info.backend_pid,))
+    select.select([generation.listener.raw], [], [], 1.0)  # the session's end is on its way
+
+    assert queries_of(client, body, poll) == 2  # each request reads the generations
+    assert "no listening connection" in caplog.text
+    assert queries_of(client, body, poll) == 2  # not yet tried again
+
+    monkeypatch.setattr(generation, "RECONNECT_SECONDS", 0.0)
+    generation.listener.retry_at = 0.0
+    queries_of(client, body, poll)  # connects again, reads once
+    assert queries_of(client, body, poll) == 0
+
+
+@postgresql_only
+def test_the_generations_are_read_again_once_a_second_in_any_case(
+    client, committed_catalogue, monkeypatch
+):
+    body, poll = kept_build(client)
+    monkeypatch.setattr(generation, "REVALIDATE_SECONDS", 0.0)
+
+    assert queries_of(client, body, poll) == 2
+
+
+@postgresql_only
+def test_without_notifications_each_request_reads_the_generations(
+    client, committed_catalogue, settings
+):
+    body, poll = kept_build(client)
+    settings.ASU_GENERATION_NOTIFICATIONS = False
+
+    assert queries_of(client, body, poll) == 2
+
+
+def test_inside_a_transaction_each_request_reads_the_generations(client, catalogue):
+    """A test's own transaction (or any) holds writes that no notification announces."""
+    body, poll = kept_build(client)
+
+    assert queries_of(client, body, poll) == 2
