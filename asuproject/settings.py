@@ -107,6 +107,9 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "asuproject.urls"
 WSGI_APPLICATION = "asuproject.wsgi.application"
+# WSGI wrappers around the project (asuproject/wsgi.py): repeated build requests and polls
+# of finished builds answered from memory before Django's request cycle.
+ASU_WSGI_WRAPPERS = ["builds.fastpath.KeptAnswers"]
 
 TEMPLATES = [
     {

@@ -53,6 +53,8 @@ class KeptAnswer(NamedTuple):
     size: int  # bytes, counted against ANSWER_CACHE_BYTES
     build: Build  # its status columns only
     builds: int  # `generation.current().builds` read before the row was
+    # Request shape -> the status line and headers Django answered it with (builds.fastpath)
+    wire: dict
 
 
 class TargetNames(NamedTuple):
@@ -114,7 +116,20 @@ class RequestMemory:
     def kept_entry(self, request_hash: str) -> KeptAnswer | None:
         # Read first even when nothing is kept: an answer kept later in this request is
         # kept under the generation read before its row was (`keep_answer`).
-        builds = generation.current().builds
+        return self.kept_under(request_hash, generation.current().builds)
+
+    def kept_for_body(self, key: str, generations: generation.Generations) -> KeptAnswer | None:
+        """The kept answer to the request whose bytes have `body_key` `key`, if the
+        catalogue is still at the generation its shortcut was taken under."""
+        shortcut_key = self.shortcut_of_body(key)
+        shortcut = self.shortcuts.get(shortcut_key) if shortcut_key else None
+        if shortcut is None or shortcut.catalogue != generations.catalogue:
+            return None
+        return self.kept_under(shortcut.request_hash, generations.builds)
+
+    def kept_under(self, request_hash: str, builds: int) -> KeptAnswer | None:
+        """The answer kept for a finished build, unless it expired or the builds'
+        generation is no longer `builds`."""
         entry = self.answers.get(request_hash)
         if entry is None:
             return None
@@ -136,7 +151,7 @@ class RequestMemory:
         if expires <= time.time() or size > ANSWER_CACHE_BYTES // 16:
             return  # expired already; or one huge build log pushing out everything else
         status = build_from_row(STATUS_COLUMNS, [getattr(build, c) for c in STATUS_COLUMNS])
-        entry = KeptAnswer(expires, answer, size, status, generation.current().builds)
+        entry = KeptAnswer(expires, answer, size, status, generation.current().builds, {})
         with self.lock:
             self._pop_answer(build.request_hash)
             while self.answers and self.answers_size + size > ANSWER_CACHE_BYTES:

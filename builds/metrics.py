@@ -69,19 +69,26 @@ class CountRequestsMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        match = request.resolver_match
-        endpoint = endpoint_label(match)
         method = request.method if request.method in METHODS else "other"
-        status = response.status_code
-        labels = (("endpoint", endpoint), ("method", method), ("status", status))
-        totals = [("asu_http_requests_total", labels)]
-        daily: list = []
-        if endpoint == "api-build" and method == "POST":
-            client = client_family(_body(request), request.META.get("HTTP_USER_AGENT", ""))
-            daily, build_totals = build_request_counts(status, client)
-            totals += build_totals
-        add(daily, totals)
+        endpoint = endpoint_label(request.resolver_match)
+        build_request = endpoint == "api-build" and method == "POST"
+        body = _body(request) if build_request else b""
+        user_agent = request.META.get("HTTP_USER_AGENT", "")
+        count_request(endpoint, method, response.status_code, body, user_agent)
         return response
+
+
+def count_request(endpoint: str, method: str, status: int, body: bytes, user_agent: str) -> None:
+    """Count one answer by endpoint, method and status; and a build request's by client
+    and outcome (`body` is read only then). Also for answers given before Django
+    (`builds.fastpath`)."""
+    labels = (("endpoint", endpoint), ("method", method), ("status", status))
+    totals = [("asu_http_requests_total", labels)]
+    daily: list = []
+    if endpoint == "api-build" and method == "POST":
+        daily, build_totals = build_request_counts(status, client_family(body, user_agent))
+        totals += build_totals
+    add(daily, totals)
 
 
 def endpoint_label(match: ResolverMatch | None) -> str:

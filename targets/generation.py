@@ -78,6 +78,15 @@ def current() -> Generations:
     return found
 
 
+def vouched() -> Generations | None:
+    """The generations if the listener vouches for them, with no statement sent; None
+    when only reading the row would tell (which `current()` does)."""
+    if not _can_listen():
+        return None
+    found, _epoch = listener.vouched()
+    return found
+
+
 def _read() -> Generations:
     values = dict(fetch_prepared(_READ_SQL))
     return Generations(values.get(Generation.CATALOGUE, 0), values.get(Generation.BUILDS, 0))
