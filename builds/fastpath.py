@@ -16,6 +16,12 @@ line, headers and body Django gave:
   other answer is never kept, so such requests always go to Django.
 - Each answer is counted as `CountRequestsMiddleware` counts it.
 
+The json/v1 documents (`/json/v1/...`: overview, branches, latest, index.json,
+{arch}-index.json, {profile}.json) are kept the same way, by path and shape, with the
+catalogue's generation vouched for before Django made them: each is made from the catalogue
+(the package indexes' writes move their version, so the generation too) and the settings
+alone. Only 200 answers are kept, within DOCUMENTS_BYTES.
+
 Anything else goes to Django as before: another path or method, a query string, a body
 not answered before, a catalogue or builds' generation that moved on, a listener that
 cannot vouch (SQLite, a transaction, no notifications), DISALLOWED_USER_AGENTS set.
@@ -23,13 +29,18 @@ cannot vouch (SQLite, a transaction, no notifications), DISALLOWED_USER_AGENTS s
 
 import io
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.core.handlers.wsgi import get_path_info
+from django.core.signals import setting_changed
+from django.urls import Resolver404, ResolverMatch, resolve
 
 from builds.memory import KeptAnswer, body_key, memory
-from builds.metrics import count_request
+from builds.metrics import count_request, endpoint_label
 from targets import generation
 
 POLL = re.compile(r"/api/v1/build/([^/]+?)/?")
@@ -49,9 +60,65 @@ SHAPE_KEYS = (
     "HTTP_X_FORWARDED_PORT",
 )
 SHAPES_PER_ANSWER = 16  # enough for the clients; bounds what odd Hosts or Origins can add
+DOCUMENTS = "/json/v1/"
+DOCUMENTS_BYTES = 32 * 1024 * 1024
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
+
+
+class KeptDocument(NamedTuple):
+    catalogue: int  # the catalogue's generation vouched for before Django made it
+    status_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    endpoint: str  # the URL name, for counting
+    status: int
+
+
+class KeptDocuments:
+    """json/v1 documents as Django answered them, by path and request shape, the least
+    recently asked for dropped first beyond DOCUMENTS_BYTES."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[tuple, KeptDocument] = OrderedDict()
+        self.size = 0
+
+    def get(self, key: tuple, catalogue: int) -> KeptDocument | None:
+        kept = self.entries.get(key)
+        if kept is None or kept.catalogue != catalogue:
+            return None
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+        return kept
+
+    def put(self, key: tuple, document: KeptDocument) -> None:
+        if len(document.body) > DOCUMENTS_BYTES // 8:
+            return
+        with self.lock:
+            old = self.entries.pop(key, None)
+            self.size -= len(old.body) if old else 0
+            while self.entries and self.size + len(document.body) > DOCUMENTS_BYTES:
+                self.size -= len(self.entries.popitem(last=False)[1].body)
+            self.entries[key] = document
+            self.size += len(document.body)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.size = 0
+
+
+documents = KeptDocuments()
+
+
+def _settings_changed(**kwargs: object) -> None:
+    documents.clear()  # the documents show settings; answers' headers depend on them
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="builds.fastpath.settings")
 
 
 class KeptAnswers:
@@ -59,6 +126,10 @@ class KeptAnswers:
         self.application = application
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("QUERY_STRING") or settings.DISALLOWED_USER_AGENTS:
+            return self.application(environ, start_response)
+        if environ.get("PATH_INFO", "").startswith(DOCUMENTS):
+            return self.document(environ, start_response)
         found = kept_answer(environ)
         if found is None:
             return self.application(environ, start_response)
@@ -66,18 +137,44 @@ class KeptAnswers:
         shape = request_shape(environ)
         wire = kept.wire.get(shape)
         if wire is None:
-            return self.through_django(environ, start_response, kept, shape)
-        status_line, headers = wire
-        start_response(status_line, headers)
+            status_line, headers, chunks = self.through_django(environ, start_response)
+            content = b"".join(chunks)
+            answered = int(status_line.split(" ", 1)[0]) == kept.answer.status
+            if answered and content == kept.answer.body and len(kept.wire) < SHAPES_PER_ANSWER:
+                kept.wire[shape] = (status_line, headers)
+            return chunks
+        start_response(*wire)
         method = environ["REQUEST_METHOD"]
         count_request(endpoint, method, kept.answer.status, body, user_agent(environ))
         return [kept.answer.body]
 
+    def document(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """A json/v1 document: kept with its status line and headers under the catalogue
+        generation vouched for before Django made it (every document is made from the
+        catalogue and the settings alone)."""
+        method = environ["REQUEST_METHOD"]
+        catalogue = generation.vouched() if method in ("GET", "HEAD") else None
+        if catalogue is None:
+            return self.application(environ, start_response)
+        key = (environ["PATH_INFO"], request_shape(environ))
+        kept = documents.get(key, catalogue.catalogue)
+        if kept is not None:
+            start_response(kept.status_line, kept.headers)
+            count_request(kept.endpoint, method, kept.status, b"", "")
+            return [kept.body]
+        status_line, headers, chunks = self.through_django(environ, start_response)
+        if status_line.startswith("200 "):
+            endpoint = endpoint_label(resolve_path(get_path_info(environ)))
+            body = b"".join(chunks)
+            documents.put(
+                key, KeptDocument(catalogue.catalogue, status_line, headers, body, endpoint, 200)
+            )
+        return chunks
+
     def through_django(
-        self, environ: Environ, start_response: StartResponse, kept: KeptAnswer, shape: tuple
-    ) -> Iterable[bytes]:
-        """Django's answer, whose status line and headers are kept with the answer when
-        it is the kept answer itself."""
+        self, environ: Environ, start_response: StartResponse
+    ) -> tuple[str, list, list[bytes]]:
+        """Django's answer: its status line, headers and body, read whole."""
         sent: list = []
 
         def keep_status(status: str, headers: list, exc_info: Any = None) -> Any:
@@ -91,18 +188,13 @@ class KeptAnswers:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-        answered = sent and int(sent[0].split(" ", 1)[0]) == kept.answer.status
-        if answered and b"".join(chunks) == kept.answer.body and len(kept.wire) < SHAPES_PER_ANSWER:
-            kept.wire[shape] = (sent[0], sent[1])
-        return chunks
+        return sent[0], sent[1], chunks
 
 
 def kept_answer(environ: Environ) -> tuple[KeptAnswer, str, bytes] | None:
     """The kept answer to a poll of a finished build or a build request answered
     before, with the endpoint's URL name and the body (for counting); None for Django."""
     method = environ["REQUEST_METHOD"]
-    if environ.get("QUERY_STRING") or settings.DISALLOWED_USER_AGENTS:
-        return None
     path = environ.get("PATH_INFO", "")
     if method in ("GET", "HEAD") and path.startswith("/api/v1/build/"):
         found = POLL.fullmatch(path)
@@ -133,6 +225,13 @@ def request_body(environ: Environ) -> bytes:
     body = environ["wsgi.input"].read(size)
     environ["wsgi.input"] = io.BytesIO(body)
     return body if len(body) == size else b""
+
+
+def resolve_path(path: str) -> ResolverMatch | None:
+    try:
+        return resolve(path)
+    except Resolver404:
+        return None
 
 
 def request_shape(environ: Environ) -> tuple:

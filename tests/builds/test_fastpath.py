@@ -8,6 +8,7 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 
+from builds import fastpath
 from builds.fastpath import SHAPES_PER_ANSWER, KeptAnswers
 from builds.memory import memory
 from tally import counting
@@ -49,6 +50,7 @@ def django_app(settings) -> CountingDjango:
 
 @pytest.fixture
 def app(django_app) -> KeptAnswers:
+    fastpath.documents.clear()  # kept by the module, as in a server process
     return KeptAnswers(django_app)
 
 
@@ -210,3 +212,74 @@ def test_the_shapes_kept_per_answer_are_bounded(app, django_app, kept):
     call(app, "GET", kept, origin=origins[-1])  # never kept: Django again
     call(app, "GET", kept, origin=origins[0])  # kept
     assert django_app.calls == calls + 1
+
+
+# json/v1 documents ---------------------------------------------------------------------
+
+DOCUMENT_PATHS = [
+    "/json/v1/overview.json",
+    "/json/v1/branches.json",
+    "/json/v1/latest.json",
+    "/json/v1/releases/24.10.1/targets/ath79/generic/index.json",
+    "/json/v1/releases/24.10.1/targets/ath79/generic/tplink_archer-c7-v5.json",
+]
+
+
+@pytest.fixture
+def vouched(committed_catalogue, client) -> None:  # noqa: F811
+    client.get("/api/v1/build/0")  # a request of this process: the listener connects
+    assert generation.vouched() is not None
+
+
+@pytest.mark.parametrize("path", DOCUMENT_PATHS)
+def test_a_document_given_before_django_is_the_one_django_gave(app, django_app, vouched, path):
+    through_django = call(app, "GET", path, origin="https://firmware-selector.openwrt.org")
+    assert through_django[0] == "200 OK"
+    calls = django_app.calls
+
+    again = call(app, "GET", path, origin="https://firmware-selector.openwrt.org")
+
+    assert django_app.calls == calls
+    assert again == through_django
+
+
+def test_a_catalogue_write_elsewhere_sends_the_next_document_to_django(app, django_app, vouched):
+    before = json.loads(call(app, "GET", "/json/v1/overview.json")[2])
+    call(app, "GET", "/json/v1/overview.json")
+    calls = django_app.calls
+
+    another_session("UPDATE targets_branch SET enabled = false WHERE name = '24.10'")
+    assert notification_delivered()
+    after = json.loads(call(app, "GET", "/json/v1/overview.json")[2])
+
+    assert django_app.calls == calls + 1
+    assert "24.10" in before["branches"] and "24.10" not in after["branches"]
+
+
+def test_documents_are_counted_by_their_url_name(app, vouched):
+    counting.clear()
+    for _ in range(3):
+        call(app, "GET", "/json/v1/overview.json")
+
+    labels = (("endpoint", "overview"), ("method", "GET"), ("status", 200))
+    assert counting._totals[("asu_http_requests_total", labels)] == 3
+
+
+def test_a_missing_document_goes_to_django_every_time(app, django_app, vouched):
+    for _ in range(2):
+        calls = django_app.calls
+        assert call(app, "GET", "/json/v1/releases/9.9.9/targets/x/y/index.json")[0].startswith(
+            "404"
+        )
+        assert django_app.calls == calls + 1
+
+
+def test_the_documents_kept_are_bounded_by_their_size(app, django_app, vouched, monkeypatch):
+    overview = call(app, "GET", "/json/v1/overview.json")[2]
+    monkeypatch.setattr(fastpath, "DOCUMENTS_BYTES", len(overview) * 2 + 10)
+    fastpath.documents.clear()
+    for path in DOCUMENT_PATHS:
+        call(app, "GET", path)
+
+    assert 0 < fastpath.documents.size <= fastpath.DOCUMENTS_BYTES
+    assert len(fastpath.documents.entries) < len(DOCUMENT_PATHS)
