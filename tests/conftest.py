@@ -85,6 +85,13 @@ def _generations_listener_closed_at_exit(django_db_setup) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _generations_listener_tried_at_once() -> None:
+    """A test that ended the listening connection (a database outage) leaves it waiting
+    a few seconds before connecting again; the next test starts without that wait."""
+    generation.listener.retry_at = 0.0
+
+
+@pytest.fixture(autouse=True)
 def _counts_of_this_test_only() -> Iterator[None]:
     """Request counts wait in this process's memory until something flushes them; a
     test's requests must not be written by a later test (which may run outside a

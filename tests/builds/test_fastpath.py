@@ -28,6 +28,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_revalidation(monkeypatch) -> None:
+    """The listener's values are trusted for a second; a slow machine must not send a
+    request to Django here for that (tests/builds/test_request_cache.py tests it)."""
+    monkeypatch.setattr(generation, "REVALIDATE_SECONDS", 600.0)
+
+
 class CountingDjango:
     """Django's WSGI application, counting the requests that reach it."""
 
