@@ -204,9 +204,9 @@ def kept_answer(environ: Environ) -> tuple[KeptAnswer, str, bytes] | None:
         kept = memory.kept_under(found.group(1), generations.builds)
         return None if kept is None else (kept, "api-build-status", b"")
     if method == "POST" and path in (BUILD, BUILD + "/"):
-        body = request_body(environ)
-        generations = generation.vouched() if body else None
-        if generations is None:
+        generations = generation.vouched()
+        body = request_body(environ) if generations is not None else b""
+        if generations is None or not body:
             return None
         kept = memory.kept_for_body(body_key(body), generations)
         return None if kept is None else (kept, "api-build", body)
