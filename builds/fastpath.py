@@ -1,8 +1,10 @@
 """Kept answers given before Django: `KeptAnswers`, a WSGI wrapper around the project.
 
 A repeated build request and a poll of a finished build are answered from this process's
-memory (`builds.memory`) with no statement sent (`targets.generation.vouched`). What is
-then left of their cost is Django's request cycle: the handler and its signals, eleven
+memory (`builds.memory`), the generations known without a round trip to the database
+server (`targets.generation.known_without_round_trip`: PostgreSQL's notifications, or the
+SQLite file read in process). What is then left of their cost is Django's request
+cycle: the handler and its signals, eleven
 middleware, URL resolving and DRF, two to three times the work of the answer itself
 (BENCHMARKS.md). So this wrapper answers them in front of Django, with the very status
 line, headers and body Django gave:
@@ -18,13 +20,14 @@ line, headers and body Django gave:
 
 The json/v1 documents (`/json/v1/...`: overview, branches, latest, index.json,
 {arch}-index.json, {profile}.json) are kept the same way, by path and shape, with the
-catalogue's generation vouched for before Django made them: each is made from the catalogue
+catalogue's generation known before Django made them: each is made from the catalogue
 (the package indexes' writes move their version, so the generation too) and the settings
 alone. Only 200 answers are kept, within DOCUMENTS_BYTES.
 
 Anything else goes to Django as before: another path or method, a query string, a body
-not answered before, a catalogue or builds' generation that moved on, a listener that
-cannot vouch (SQLite, a transaction, no notifications), DISALLOWED_USER_AGENTS set.
+not answered before, a catalogue or builds' generation that moved on, generations that
+only a statement could tell (inside a transaction; on PostgreSQL without notifications
+or while the listener is down), DISALLOWED_USER_AGENTS set.
 """
 
 import io
@@ -68,7 +71,7 @@ StartResponse = Callable[..., Any]
 
 
 class KeptDocument(NamedTuple):
-    catalogue: int  # the catalogue's generation vouched for before Django made it
+    catalogue: int  # the catalogue's generation known before Django made it
     status_line: str
     headers: list[tuple[str, str]]
     body: bytes
@@ -150,10 +153,10 @@ class KeptAnswers:
 
     def document(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         """A json/v1 document: kept with its status line and headers under the catalogue
-        generation vouched for before Django made it (every document is made from the
+        generation known before Django made it (every document is made from the
         catalogue and the settings alone)."""
         method = environ["REQUEST_METHOD"]
-        catalogue = generation.vouched() if method in ("GET", "HEAD") else None
+        catalogue = generation.known_without_round_trip() if method in ("GET", "HEAD") else None
         if catalogue is None:
             return self.application(environ, start_response)
         key = (environ["PATH_INFO"], request_shape(environ))
@@ -198,13 +201,13 @@ def kept_answer(environ: Environ) -> tuple[KeptAnswer, str, bytes] | None:
     path = environ.get("PATH_INFO", "")
     if method in ("GET", "HEAD") and path.startswith("/api/v1/build/"):
         found = POLL.fullmatch(path)
-        generations = generation.vouched() if found else None
+        generations = generation.known_without_round_trip() if found else None
         if generations is None:
             return None
         kept = memory.kept_under(found.group(1), generations.builds)
         return None if kept is None else (kept, "api-build-status", b"")
     if method == "POST" and path in (BUILD, BUILD + "/"):
-        generations = generation.vouched()
+        generations = generation.known_without_round_trip()
         body = request_body(environ) if generations is not None else b""
         if generations is None or not body:
             return None

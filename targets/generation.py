@@ -78,9 +78,14 @@ def current() -> Generations:
     return found
 
 
-def vouched() -> Generations | None:
-    """The generations if the listener vouches for them, with no statement sent; None
-    when only reading the row would tell (which `current()` does)."""
+def known_without_round_trip() -> Generations | None:
+    """The committed generations when knowing them costs no round trip to another
+    process: vouched for by the listener on PostgreSQL, read from the file on SQLite.
+    None inside a transaction or when the listener cannot vouch: `current()` tells then."""
+    if connection.in_atomic_block:
+        return None
+    if connection.vendor == "sqlite":
+        return _read()
     if not _can_listen():
         return None
     found, _epoch = listener.vouched()
