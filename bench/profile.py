@@ -24,6 +24,7 @@ LAYERS = [
     ("JSON parse of the request", r"json/decoder|^loads \(|asuproject/input"),
     ("DRF (request, negotiation, renderer, serializer)", r"rest_framework/"),
     ("cache (django.core.cache, locmem)", r"django/core/cache"),
+    ("answers before Django (builds/fastpath.py)", r"builds/fastpath"),
     ("project code (builds/, packages/, targets/)", r"\((builds|packages|targets)/"),
     ("middleware: CORS", r"corsheaders/"),
     ("middleware: WhiteNoise", r"whitenoise/"),
