@@ -394,7 +394,13 @@ def _start(
             except BuildError:
                 _stop(pasta_pid)
                 _kill_group(process)
-                process.communicate()
+                stdout, stderr = process.communicate()
+                if _text(stderr).startswith(BWRAP_ERROR):
+                    # bubblewrap failed on its own (its child is gone, so nsenter or
+                    # pasta found nothing): a sandbox that did not start, tried again.
+                    raise SandboxEnded(
+                        process.returncode or 1, _text(stdout), _text(stderr)
+                    ) from None
                 raise
             # make may start; if bubblewrap has ended meanwhile, its output says why.
             with contextlib.suppress(BrokenPipeError):
@@ -566,6 +572,14 @@ class SandboxFailed(RuntimeError):
     build is not answered as the request's failure."""
 
 
+class SandboxEnded(Exception):
+    """bubblewrap ended on its own while its network was being set up (make never ran)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        super().__init__(stderr)
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
 # bubblewrap's own errors (before make runs) start with this; under heavy load its
 # loopback setup in a fresh network namespace fails now and then ("loopback: Failed
 # RTM_NEWADDR"), and a second try works.
@@ -599,7 +613,10 @@ def _run_make_once(workdir: Path, args: list[str], deadline: float, network: boo
     env = _environment(workdir)
     pasta_pid = None
     if tools:
-        process, pasta_pid = _start(tools, workdir, list(args), network, env)
+        try:
+            process, pasta_pid = _start(tools, workdir, list(args), network, env)
+        except SandboxEnded as ended:
+            return MakeResult(list(args), ended.returncode, ended.stdout, ended.stderr)
     else:
         process = _popen(list(args), workdir, env)
     try:

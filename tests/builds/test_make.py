@@ -393,3 +393,41 @@ def test_a_sandbox_that_never_starts_is_the_servers_fault_not_a_build_error(tmp_
     # the next request instead of answered as this request's failure.
     assert not isinstance(failed.value, BuildError)
     assert len(list((tmp_path / "flaky").glob("try*"))) == make.SANDBOX_ATTEMPTS
+
+
+def bwrap_ending_while_connected(tmp_path: Path, failures: int) -> Path:
+    """A bubblewrap that, `failures` times, reports a child (already gone) and then fails
+    its own setup, as the real one does under load while its network is being connected;
+    then runs the real one."""
+    wrapper = flaky_bwrap(tmp_path, failures)
+    state = wrapper.parent
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        'info=""; previous=""\n'
+        'for arg in "$@"; do [ "$previous" = "--info-fd" ] && info=$arg; previous=$arg; done\n'
+        f'tries=$(ls "{state}" | grep -c try)\n'
+        f'if [ "$tries" -lt {failures} ]; then\n'
+        f'  touch "{state}/try$tries"\n'
+        "  true & gone=$!; wait $gone\n"
+        '  echo "{\\"child-pid\\": $gone}" >&"$info"\n'  # bash: any fd number
+        '  echo "bwrap: loopback: Failed RTM_NEWADDR: No child processes" >&2; exit 1\n'
+        "fi\n"
+        f'exec {make.sandbox().bwrap} "$@"\n'
+    )
+    return wrapper
+
+
+@needs_pasta
+def test_a_sandbox_that_ends_while_its_network_is_set_up_is_started_again(
+    tmp_path, monkeypatch, caplog
+):
+    """Not "the build's network could not be set up" (a build error): bubblewrap said
+    why it ended, and a second try works."""
+    wrapper = bwrap_ending_while_connected(tmp_path, failures=1)
+    tools = dataclasses.replace(make.sandbox(), bwrap=str(wrapper))
+    monkeypatch.setattr(make, "sandbox", lambda: tools)
+    (tmp_path / "Makefile").write_text("hello:\n\t@echo hello\n")
+    with caplog.at_level(logging.WARNING, logger="builds.make"):
+        result = make.run_make(tmp_path, ["make", "hello"], time.monotonic() + 30, network=True)
+    assert (result.returncode, result.stdout) == (0, "hello\n")
+    assert "Sandbox setup failed (try 1): bwrap: loopback" in caplog.text
