@@ -42,12 +42,14 @@ from django.core.handlers.wsgi import get_path_info
 from django.core.signals import setting_changed
 from django.urls import Resolver404, ResolverMatch, resolve
 
+from builds import urls
 from builds.memory import KeptAnswer, body_key, memory
 from builds.metrics import count_request, endpoint_label
 from targets import generation
 
-POLL = re.compile(r"/api/v1/build/([^/]+?)/?")
-BUILD = "/api/v1/build"
+# The URL patterns of the build request and the poll, as PATH_INFO spells them.
+BUILD = re.compile("/" + urls.BUILD.lstrip("^"))
+POLL = re.compile("/" + urls.BUILD_STATUS.lstrip("^"))
 # What the middleware read to choose an answer's headers; a request that differs from
 # another in nothing else gets the same status line and headers.
 SHAPE_KEYS = (
@@ -75,8 +77,7 @@ class KeptDocument(NamedTuple):
     status_line: str
     headers: list[tuple[str, str]]
     body: bytes
-    endpoint: str  # the URL name, for counting
-    status: int
+    endpoint: str  # the URL name, for counting (only 200 answers are kept)
 
 
 class KeptDocuments:
@@ -148,7 +149,8 @@ class KeptAnswers:
             return chunks
         start_response(*wire)
         method = environ["REQUEST_METHOD"]
-        count_request(endpoint, method, kept.answer.status, body, user_agent(environ))
+        user_agent = environ.get("HTTP_USER_AGENT", "")
+        count_request(endpoint, method, kept.answer.status, body, user_agent)
         return [kept.answer.body]
 
     def document(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -163,14 +165,14 @@ class KeptAnswers:
         kept = documents.get(key, catalogue.catalogue)
         if kept is not None:
             start_response(kept.status_line, kept.headers)
-            count_request(kept.endpoint, method, kept.status, b"", "")
+            count_request(kept.endpoint, method, 200, b"", "")
             return [kept.body]
         status_line, headers, chunks = self.through_django(environ, start_response)
         if status_line.startswith("200 "):
             endpoint = endpoint_label(resolve_path(get_path_info(environ)))
             body = b"".join(chunks)
             documents.put(
-                key, KeptDocument(catalogue.catalogue, status_line, headers, body, endpoint, 200)
+                key, KeptDocument(catalogue.catalogue, status_line, headers, body, endpoint)
             )
         return chunks
 
@@ -204,9 +206,9 @@ def kept_answer(environ: Environ) -> tuple[KeptAnswer, str, bytes] | None:
         generations = generation.known_without_round_trip() if found else None
         if generations is None:
             return None
-        kept = memory.kept_under(found.group(1), generations.builds)
+        kept = memory.kept_under(found["request_hash"], generations.builds)
         return None if kept is None else (kept, "api-build-status", b"")
-    if method == "POST" and path in (BUILD, BUILD + "/"):
+    if method == "POST" and BUILD.fullmatch(path):
         generations = generation.known_without_round_trip()
         body = request_body(environ) if generations is not None else b""
         if generations is None or not body:
@@ -240,7 +242,3 @@ def resolve_path(path: str) -> ResolverMatch | None:
 def request_shape(environ: Environ) -> tuple:
     proxy = settings.SECURE_PROXY_SSL_HEADER
     return (*(environ.get(key) for key in SHAPE_KEYS), environ.get(proxy[0]) if proxy else None)
-
-
-def user_agent(environ: Environ) -> str:
-    return environ.get("HTTP_USER_AGENT", "")

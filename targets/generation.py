@@ -82,14 +82,9 @@ def known_without_round_trip() -> Generations | None:
     """The committed generations when knowing them costs no round trip to another
     process: vouched for by the listener on PostgreSQL, read from the file on SQLite.
     None inside a transaction or when the listener cannot vouch: `current()` tells then."""
-    if connection.in_atomic_block:
-        return None
-    if connection.vendor == "sqlite":
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
         return _read()
-    if not _can_listen():
-        return None
-    found, _epoch = listener.vouched()
-    return found
+    return listener.vouched()[0] if _can_listen() else None
 
 
 def _read() -> Generations:
@@ -114,7 +109,6 @@ class Listener:
         self.lock = threading.Lock()
         self.raw: Any = None  # the driver's connection (psycopg2), LISTENing
         self.readable = select.poll()  # of `raw`'s socket
-        self.pid = 0
         self.values: Generations | None = None
         self.read_at = 0.0
         self.epoch = 0
@@ -167,16 +161,20 @@ class Listener:
 
     def close(self) -> None:
         with self.lock:
-            if self.raw is not None and self.pid == os.getpid():
+            if self.raw is not None:
                 self.raw.close()
-            self.raw, self.values = None, None
-            self.epoch += 1
+            self.raw = None
+            self.invalidate_locked()
+
+    def forget_parents(self) -> None:
+        """In a forked child: the parent's connection is not ours to use, nor to close
+        (closing would end the parent's session), so it is only kept referenced."""
+        if self.raw is not None:
+            self.inherited.append(self.raw)
+        self.lock = threading.Lock()
+        self.raw, self.values, self.retry_at = None, None, 0.0
 
     def _listening(self) -> bool:
-        if self.pid != os.getpid():  # forked: the parent's connection is not ours
-            if self.raw is not None:
-                self.inherited.append(self.raw)
-            self.raw, self.values, self.pid, self.retry_at = None, None, os.getpid(), 0.0
         if self.raw is None and time.monotonic() >= self.retry_at:
             self._connect()
         return self.raw is not None
@@ -208,6 +206,7 @@ class Listener:
 
 
 listener = Listener()
+os.register_at_fork(after_in_child=listener.forget_parents)
 
 # Statements that never write: anything else run by this process may have moved a
 # generation on, which its own next read must see without waiting for the notification.
