@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from builds.models import Build
 from tests.browser.conftest import WIDTHS, assert_no_horizontal_scroll, screenshot
-from tests.builds.catalogue import fresh_start, make_build
+from tests.builds.catalogue import fresh_start, make_build, missing_package_request
 
 DEVICE_PAGE = "/targets/24.10.1/ath79/generic/tplink_archer-c7-v5/"
 BUILD_WAIT_MS = 120_000
@@ -67,14 +67,7 @@ def test_a_build_from_the_device_page_is_followed_until_done_then_a_failure(
     expect(page.locator("#manifest-filter")).to_be_visible()  # the swapped-in table works
     looks_clean(page, "build-done")
 
-    failing = {
-        "version": "24.10.1",
-        "target": "ath79/generic",
-        "profile": "8dev_carambola2",
-        "packages": ["surely-not-a-package"],
-        "repositories": {"extra": f"{upstream}/nothing-here/feed"},
-        "repositories_mode": "append",
-    }
+    failing = missing_package_request(upstream)
     answer = requests.post(f"{live_server.url}/api/v1/build", json=failing, timeout=60)
     assert answer.status_code == 202, answer.text
     page.goto(f"{live_server.url}/builds/{answer.json()['request_hash']}/")

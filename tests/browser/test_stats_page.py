@@ -6,7 +6,7 @@ import requests
 
 from tally import counting
 from tests.browser.conftest import assert_no_horizontal_scroll, screenshot
-from tests.builds.catalogue import fresh_start, seed_branches
+from tests.builds.catalogue import fresh_start, missing_package_request, seed_branches
 from tests.builds.test_build_clients import poll_until_done
 
 CHARTS = (
@@ -40,14 +40,7 @@ def some_builds(base: str, upstream: str) -> None:
     }
     assert build(base, image).status_code == 200
     assert build(base, {**image, "client": "luci/25.103.51521~2ac26e5"}).status_code == 200
-    missing = {
-        "version": "24.10.1",
-        "target": "ath79/generic",
-        "profile": "8dev_carambola2",
-        "packages": ["surely-not-a-package"],
-        "repositories": {"extra": f"{upstream}/nothing-here/feed"},
-        "repositories_mode": "append",
-    }
+    missing = missing_package_request(upstream)
     assert build(base, missing, user_agent="auc (0.3.2-1)").status_code == 500
 
 

@@ -206,3 +206,17 @@ def make_build(**fields) -> Build:
     }
     values.update(fields)
     return Build.objects.create(**values)
+
+
+def missing_package_request(upstream: str) -> dict:
+    """A build request whose package no feed has. With an extra feed the server's
+    pre-check is skipped, so the ImageBuilder itself finds it missing: a failed build.
+    The stock feeds stay (append), so only the unknown package is missing."""
+    return {
+        "version": "24.10.1",
+        "target": "ath79/generic",
+        "profile": "8dev_carambola2",
+        "packages": ["surely-not-a-package"],
+        "repositories": {"extra": f"{upstream}/nothing-here/feed"},
+        "repositories_mode": "append",
+    }

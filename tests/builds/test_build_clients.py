@@ -20,6 +20,7 @@ from tests.builds.catalogue import (
     finish,
     fresh_start,
     make_catalogue,
+    missing_package_request,
     seed_branches,
     start,
 )
@@ -367,15 +368,7 @@ def test_a_missing_package_fails_the_build_with_the_header_auc_reads(
     seed_branches()
     settings.ASU_REPOSITORY_ALLOW_LIST = [f"{upstream}/nothing-here"]
     start_worker(concurrency=1)
-    body = {
-        "version": "24.10.1",
-        "target": "ath79/generic",
-        "profile": "8dev_carambola2",
-        "packages": ["surely-not-a-package"],
-        "repositories": {"extra": f"{upstream}/nothing-here/feed"},
-        # The stock feeds stay, so only the unknown package is missing.
-        "repositories_mode": "append",
-    }
+    body = missing_package_request(upstream)
 
     response = requests.post(
         f"{live_server.url}/api/v1/build",
